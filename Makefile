@@ -1,0 +1,38 @@
+# Entry points for users and CI. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+KAFKA := deploy/kafka/kafka.sh
+DATA_DIR ?= $(or $(CLICKSTREAM_DATA_DIR),$(wildcard ../shared/data))
+
+.PHONY: help install kafka-up kafka-down kafka-status test test-unit test-integration demo bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/clickstream: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/clickstream  ## create .venv and install the project with its dev extras
+
+kafka-up:  ## start the local Kafka broker (a no-op when it runs)
+	$(KAFKA) up
+
+kafka-down:  ## stop the local Kafka broker
+	$(KAFKA) down
+
+kafka-status:  ## is the local broker running?
+	$(KAFKA) status
+
+test: install kafka-up  ## run every test against the local broker
+	CLICKSTREAM_DATA_DIR=$(DATA_DIR) $(BIN)/pytest -q tests
+
+test-unit: install  ## tests that need no broker
+	CLICKSTREAM_DATA_DIR=$(DATA_DIR) $(BIN)/pytest -q tests/unit
+
+clean:  ## remove the venv and all local state (broker data included)
+	-$(KAFKA) down
+	rm -rf $(VENV) .state artifacts results

@@ -1,0 +1,72 @@
+"""The one codec for the Avro contracts in this folder (fastavro, schemaless, schemas parsed once).
+
+Plain messages are bare Avro binary. With ``schema_id`` set, messages use the Confluent wire format
+(magic byte 0, 4-byte big-endian schema id, Avro binary) for users with a schema registry.
+"""
+from __future__ import annotations
+
+import io
+import json
+import struct
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import fastavro
+
+from streams.errors import DecodeError
+
+SCHEMA_DIR = Path(__file__).resolve().parent
+SchemaName = Literal["click", "prediction"]
+_MAGIC = 0
+_HEADER = struct.Struct(">bI")
+
+
+def schema_path(name: str) -> Path:
+    """Path of the current version of a contract."""
+    return SCHEMA_DIR / f"{name}.avsc"
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> Any:
+    """The parsed current schema of a contract (parsed once per process)."""
+    with open(schema_path(name), encoding="utf-8") as f:
+        return fastavro.parse_schema(json.load(f))
+
+
+class AvroCodec:
+    """Encode and decode one contract; ``schema_id`` switches on Confluent framing."""
+
+    def __init__(self, name: SchemaName, schema_id: int | None = None) -> None:
+        self.name = name
+        self.schema = load_schema(name)
+        self.schema_id = schema_id
+        self._header = _HEADER.pack(_MAGIC, schema_id) if schema_id is not None else b""
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        buf.write(self._header)
+        fastavro.schemaless_writer(buf, self.schema, record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        """Decode one message; any malformed input raises :class:`DecodeError`."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise DecodeError(f"{self.name}: expected bytes, got {type(data).__name__}")
+        buf = io.BytesIO(data)
+        if self.schema_id is not None:
+            header = buf.read(_HEADER.size)
+            if len(header) < _HEADER.size:
+                raise DecodeError(f"{self.name}: {len(data)} bytes is too short for the Confluent header")
+            magic, schema_id = _HEADER.unpack(header)
+            if magic != _MAGIC:
+                raise DecodeError(f"{self.name}: magic byte {magic} is not the Confluent magic byte 0")
+            if schema_id != self.schema_id:
+                raise DecodeError(f"{self.name}: schema id {schema_id}, expected {self.schema_id}")
+        try:
+            record = fastavro.schemaless_reader(buf, self.schema, None)
+        except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, IndexError, ...
+            raise DecodeError(f"{self.name}: not a valid Avro message ({type(exc).__name__}: {exc})") from None
+        if buf.tell() != len(data):
+            raise DecodeError(f"{self.name}: {len(data) - buf.tell()} trailing bytes after the message")
+        return record

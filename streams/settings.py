@@ -1,0 +1,204 @@
+"""One typed, frozen settings object: defaults, then a YAML file, then ``CLICKSTREAM_*`` variables.
+
+Every field ``name`` can be set in the YAML file under the key ``name`` and by the environment variable
+``CLICKSTREAM_<NAME>`` (upper case), which wins. The YAML file is ``--config`` on the CLI or
+``CLICKSTREAM_CONFIG``.
+
+=========================  =====================================================================
+variable                   meaning
+=========================  =====================================================================
+CLICKSTREAM_BROKER         bootstrap servers, ``host:port[,host:port]`` (``kafka://`` prefix allowed)
+CLICKSTREAM_CLICKS_TOPIC   topic of raw clicks (``clicks``)
+CLICKSTREAM_PREDICTIONS_TOPIC   topic of predictions (``predictions``)
+CLICKSTREAM_DEAD_LETTER_TOPIC   topic of clicks that could not be processed (``clicks-dead-letter``)
+CLICKSTREAM_PARTITIONS     partitions of the topics ``clickstream topics`` creates (4)
+CLICKSTREAM_REPLICATION_FACTOR  replication factor of those topics (1)
+CLICKSTREAM_APP_ID         Faust app id = consumer group and table changelog prefix
+CLICKSTREAM_WINDOW_LENGTH  events kept per user and fed to the model (50)
+CLICKSTREAM_WINDOW_TTL_S   users idle longer than this lose their window (7 days)
+CLICKSTREAM_BATCH_MAX      most clicks per micro-batch (512)
+CLICKSTREAM_BATCH_WITHIN_MS  longest wait to fill a micro-batch (20)
+CLICKSTREAM_TOP_K          categories per prediction (10)
+CLICKSTREAM_MODEL_DIR      trained model artifact folder (``artifacts/model``)
+CLICKSTREAM_INFERENCE_THREADS  TensorFlow intra-op threads for the predictor (2)
+CLICKSTREAM_STORE          Faust table store (``rocksdb://``)
+CLICKSTREAM_DATA_DIR_WORKER  worker state folder (``.state/worker``)
+CLICKSTREAM_SCHEMA_ID_CLICK / _PREDICTION  set to use the Confluent wire format with these schema ids
+CLICKSTREAM_SECURITY_PROTOCOL  PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+CLICKSTREAM_SASL_MECHANISM  PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+CLICKSTREAM_SASL_USERNAME / CLICKSTREAM_SASL_PASSWORD   SASL credentials (the password is never printed)
+CLICKSTREAM_SSL_CAFILE     CA bundle that signs the brokers' certificates
+=========================  =====================================================================
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+import yaml
+
+from streams.errors import ConfigError
+
+ENV_PREFIX = "CLICKSTREAM_"
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the CLI, the worker and the benchmarks need to know about their environment."""
+
+    broker: str = "127.0.0.1:9092"
+    clicks_topic: str = "clicks"
+    predictions_topic: str = "predictions"
+    dead_letter_topic: str = "clicks-dead-letter"
+    partitions: int = 4
+    replication_factor: int = 1
+    app_id: str = "clickstream-intent"
+    window_length: int = 50
+    window_ttl_s: int = 7 * 24 * 3600
+    batch_max: int = 512
+    batch_within_ms: int = 20
+    top_k: int = 10
+    model_dir: str = "artifacts/model"
+    inference_threads: int = 2
+    store: str = "rocksdb://"
+    data_dir_worker: str = ".state/worker"
+    schema_id_click: int | None = None
+    schema_id_prediction: int | None = None
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = dataclasses.field(default=None, repr=False)
+    ssl_cafile: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("partitions", "replication_factor", "window_length", "batch_max", "top_k",
+                     "inference_threads", "window_ttl_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password
+                                                               and self.sasl_mechanism):
+            raise ConfigError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """``host:port`` entries without any ``kafka://`` scheme."""
+        return [s.strip().removeprefix("kafka://") for s in self.broker.split(",") if s.strip()]
+
+    @property
+    def faust_broker(self) -> str:
+        return ";".join(f"kafka://{s}" for s in self.bootstrap_servers)
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Connection and security options for kafka-python clients."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                          sasl_plain_password=self.sasl_password)
+        if self.ssl_cafile:
+            config["ssl_cafile"] = self.ssl_cafile
+        return config
+
+    def ssl_context(self) -> Any:
+        """The TLS context for SSL / SASL_SSL (trusting ``ssl_cafile`` when given), else None."""
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        import ssl
+
+        return ssl.create_default_context(cafile=self.ssl_cafile)
+
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Connection and security options for aiokafka clients (Faust's own client)."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "ssl_context": self.ssl_context(),
+        }
+        if self.security_protocol.startswith("SASL"):
+            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                          sasl_plain_password=self.sasl_password)
+        return config
+
+    def faust_credentials(self) -> Any:
+        """The same security options as a Faust credentials object (None for PLAINTEXT)."""
+        import faust
+
+        if self.security_protocol == "SSL":
+            return faust.SSLCredentials(self.ssl_context())
+        if self.security_protocol.startswith("SASL"):
+            return faust.SASLCredentials(username=self.sasl_username, password=self.sasl_password,
+                                         mechanism=self.sasl_mechanism, ssl_context=self.ssl_context())
+        return None
+
+
+def _field_types() -> dict[str, Any]:
+    return get_type_hints(Settings)
+
+
+def _coerce(name: str, raw: Any, hint: Any) -> Any:
+    """Turn a YAML or environment value into the field's type, or raise one clear ConfigError."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    optional = type(None) in get_args(hint)
+    if raw is None or (isinstance(raw, str) and raw == "" and optional):
+        if optional:
+            return None
+        raise ConfigError(f"{name} cannot be empty")
+    literal_choices: tuple[Any, ...] = ()
+    base = hint
+    if args and getattr(hint, "__origin__", None) is Literal:
+        literal_choices = get_args(hint)
+    elif args:
+        base = args[0]
+        if getattr(base, "__origin__", None) is Literal:
+            literal_choices = get_args(base)
+    if literal_choices:
+        value = str(raw)
+        if value not in literal_choices:
+            raise ConfigError(f"{name} must be one of {', '.join(literal_choices)}, got {value!r}")
+        return value
+    try:
+        if base is int:
+            if isinstance(raw, bool):
+                raise ValueError
+            return int(raw)
+        if base is str:
+            return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be {base.__name__}, got {raw!r}") from None
+    raise ConfigError(f"{name}: unsupported type {hint}")  # pragma: no cover - only if a field is added badly
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None,
+                  env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Defaults, then the YAML file (argument or CLICKSTREAM_CONFIG), then the environment, then overrides."""
+    env = os.environ if env is None else env
+    hints = _field_types()
+    values: dict[str, Any] = {}
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        path = Path(config_file)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"settings file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"settings file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"settings file {path} must hold a mapping of setting names to values")
+        unknown = sorted(set(loaded) - set(hints))
+        if unknown:
+            raise ConfigError(f"settings file {path}: unknown settings {', '.join(unknown)}")
+        values.update(loaded)
+    for name in hints:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**{name: _coerce(name, raw, hints[name]) for name, raw in values.items()})

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from streams.cli import main
+
+
+@pytest.mark.parametrize("command", ["produce", "subscribe", "topics"])
+def test_help_shows_an_environment_variable_for_every_option(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    cmd = main.commands[command]
+    options = [p for p in cmd.params if p.param_type_name == "option" and p.name != "help"]
+    assert options
+    for option in options:
+        assert option.envvar and option.envvar.startswith("CLICKSTREAM_"), option.name
+        assert f"env var: {option.envvar}" in result.output, option.name
+        assert option.help, f"--{option.name} has no help text"
+
+
+def test_unreachable_broker_is_one_line_and_exit_code_4() -> None:
+    result = CliRunner().invoke(main, ["produce", "--synthetic", "--events", "5", "--broker", "127.0.0.1:1"])
+    assert result.exit_code == 4
+    assert result.output.strip().splitlines() == [
+        "error: no Kafka broker answered at 127.0.0.1:1 (start one with `make kafka-up`, or set CLICKSTREAM_BROKER)"]
+
+
+def test_usage_errors_do_not_reach_the_broker() -> None:
+    result = CliRunner().invoke(main, ["produce"])
+    assert result.exit_code == 2 and "give log files or --synthetic" in result.output
+    result = CliRunner().invoke(main, ["produce", "--synthetic", "--rate", "-1"])
+    assert result.exit_code == 2 and "--rate must be >= 0" in result.output

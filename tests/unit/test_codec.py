@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.codec import AvroCodec
+from streams.errors import DecodeError
+
+ids = st.text(min_size=1, max_size=40)
+longs = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+clicks = st.fixed_dictionaries({
+    "event_id": ids, "user_id": ids, "session_id": st.none() | ids, "item_id": ids,
+    # 19-digit category ids (REES46) must survive as they are
+    "category_id": ids | st.integers(min_value=10**18, max_value=2**63 - 1).map(str),
+    "event_type": st.sampled_from(["unknown", "view", "fav", "cart", "remove_from_cart", "purchase"]),
+    "event_time_ms": longs,
+    "price": st.none() | st.floats(allow_nan=False),
+    "user_attributes": st.dictionaries(st.text(string.ascii_letters, max_size=8), st.text(max_size=8), max_size=3),
+})
+float32s = st.floats(width=32, allow_nan=False)
+predictions = st.fixed_dictionaries({
+    "event_id": ids, "user_id": ids, "event_time_ms": longs, "predicted_at_ms": longs, "model_version": ids,
+    "top_categories": st.lists(st.fixed_dictionaries({"category_id": ids, "score": float32s}), max_size=10),
+    "next_event_type": st.dictionaries(st.sampled_from(["view", "cart", "fav", "purchase"]), float32s),
+    "purchase_probability": float32s,
+    "window_length": st.integers(min_value=0, max_value=2**31 - 1),
+})
+
+CLICK = AvroCodec("click")
+FRAMED = AvroCodec("click", schema_id=7)
+
+
+@settings(max_examples=300)
+@given(clicks)
+def test_click_round_trip(click: dict) -> None:
+    assert CLICK.decode(CLICK.encode(click)) == click
+    assert FRAMED.decode(FRAMED.encode(click)) == click
+
+
+@settings(max_examples=200)
+@given(predictions)
+def test_prediction_round_trip(prediction: dict) -> None:
+    codec = AvroCodec("prediction")
+    assert codec.decode(codec.encode(prediction)) == prediction
+
+
+def test_confluent_framing_layout() -> None:
+    click = {"event_id": "e", "user_id": "u", "item_id": "i", "category_id": "c", "event_type": "view",
+             "event_time_ms": 1}
+    framed = FRAMED.encode(click)
+    # magic byte 0, then schema id 7 as 4 big-endian bytes, then the plain Avro body
+    assert framed[:5] == b"\x00\x00\x00\x00\x07"
+    assert framed[5:] == CLICK.encode(click)
+    with pytest.raises(DecodeError, match="schema id 7, expected 8"):
+        AvroCodec("click", schema_id=8).decode(framed)
+    with pytest.raises(DecodeError, match="magic byte"):
+        FRAMED.decode(b"\x01" + framed[1:])
+    with pytest.raises(DecodeError, match="too short"):
+        FRAMED.decode(b"\x00\x00")
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_decode_error_or_round_trip(data: bytes) -> None:
+    try:
+        record = CLICK.decode(data)
+    except DecodeError:
+        return
+    # the rare random bytes that are a valid click must be exactly that click's encoding
+    assert CLICK.encode(record) == data
+
+
+@settings(max_examples=200)
+@given(clicks, st.data())
+def test_truncated_bytes_raise_decode_error(click: dict, data: st.DataObject) -> None:
+    encoded = CLICK.encode(click)
+    cut = data.draw(st.integers(min_value=0, max_value=len(encoded) - 1))
+    with pytest.raises(DecodeError):
+        CLICK.decode(encoded[:cut])
+
+
+def test_trailing_bytes_and_wrong_type_raise_decode_error() -> None:
+    encoded = CLICK.encode({"event_id": "e", "user_id": "u", "item_id": "i", "category_id": "c",
+                            "event_type": "view", "event_time_ms": 1})
+    with pytest.raises(DecodeError, match="trailing"):
+        CLICK.decode(encoded + b"\x00")
+    with pytest.raises(DecodeError, match="expected bytes"):
+        CLICK.decode("not bytes")  # type: ignore[arg-type]

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.errors import ConfigError
+from streams.settings import Settings, load_settings
+
+
+def test_defaults_then_yaml_then_environment(tmp_path: Path) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text("broker: kafka://10.0.0.1:9092\nwindow_length: 20\nclicks_topic: yaml-clicks\n")
+    env = {"CLICKSTREAM_WINDOW_LENGTH": "30", "CLICKSTREAM_CONFIG": str(config)}
+    s = load_settings(env=env)
+    assert s.window_length == 30  # environment beats the file
+    assert s.clicks_topic == "yaml-clicks"  # file beats the default
+    assert s.predictions_topic == "predictions"  # default
+    assert s.bootstrap_servers == ["10.0.0.1:9092"]
+    assert s.faust_broker == "kafka://10.0.0.1:9092"
+    assert load_settings(env=env, window_length=40).window_length == 40  # explicit overrides win
+
+
+def test_bad_values_are_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="window_length must be int"):
+        load_settings(env={"CLICKSTREAM_WINDOW_LENGTH": "fifty"})
+    with pytest.raises(ConfigError, match="window_length must be at least 1"):
+        load_settings(env={"CLICKSTREAM_WINDOW_LENGTH": "0"})
+    with pytest.raises(ConfigError, match="security_protocol must be one of"):
+        load_settings(env={"CLICKSTREAM_SECURITY_PROTOCOL": "TLS"})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.yaml", env={})
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("windw_length: 3\n")
+    with pytest.raises(ConfigError, match="unknown settings windw_length"):
+        load_settings(unknown, env={})
+
+
+def test_sasl_scram_passes_to_both_clients_and_hides_the_password() -> None:
+    env = {"CLICKSTREAM_SECURITY_PROTOCOL": "SASL_SSL", "CLICKSTREAM_SASL_MECHANISM": "SCRAM-SHA-512",
+           "CLICKSTREAM_SASL_USERNAME": "alice", "CLICKSTREAM_SASL_PASSWORD": "s3cret",
+           "CLICKSTREAM_BROKER": "b1:9093,b2:9093"}
+    s = load_settings(env=env)
+    assert "s3cret" not in repr(s)
+    kp = s.kafka_python_config()
+    assert kp["bootstrap_servers"] == ["b1:9093", "b2:9093"]
+    assert (kp["security_protocol"], kp["sasl_mechanism"]) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert (kp["sasl_plain_username"], kp["sasl_plain_password"]) == ("alice", "s3cret")
+    creds = s.faust_credentials()
+    assert (creds.username, creds.password, creds.mechanism.value) == ("alice", "s3cret", "SCRAM-SHA-512")
+    assert creds.ssl_context is not None
+    with pytest.raises(ConfigError, match="needs sasl_mechanism"):
+        load_settings(env={"CLICKSTREAM_SECURITY_PROTOCOL": "SASL_SSL"})
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(AttributeError):
+        s.window_length = 3  # type: ignore[misc]
