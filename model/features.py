@@ -1,0 +1,102 @@
+"""The one mapping from windows of events to model inputs, used by training and by the streaming predictor.
+
+A window is a user's most recent events, oldest first, left-padded to a fixed length so that the newest event
+is always the last step. Inputs per step: category index (0 = padding, 1 = out of vocabulary), event type
+index (0 = padding), and five time features: hour of day and day of week as sin/cos, and
+log1p(seconds since the previous event of the window) / ``gap_scale`` (0 for the window's first event, in
+training and in serving alike).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from streams.logs import EVENT_TYPES
+
+PAD, OOV = 0, 1
+N_TIME_FEATURES = 5
+DAY_MS = 86_400_000
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """What the features are, stored in the model manifest so serving rebuilds exactly the same inputs."""
+
+    categories: tuple[str, ...]  # vocabulary: category i has index i + 2
+    event_types: tuple[str, ...] = EVENT_TYPES  # input index of type i is i + 1; the head's output i
+    gap_scale: float = 10.0
+
+    @classmethod
+    def fit(cls, category_ids: Iterable[str], min_count: int = 1, max_size: int = 50_000) -> FeatureSpec:
+        """Vocabulary of the training events: categories seen ``min_count`` times, most frequent first."""
+        counts = Counter(category_ids)
+        vocab = [c for c, n in counts.most_common(max_size) if n >= min_count]
+        return cls(categories=tuple(vocab))
+
+    @property
+    def n_categories(self) -> int:
+        """Size of the category index space, padding and OOV included."""
+        return len(self.categories) + 2
+
+    @property
+    def n_event_types(self) -> int:
+        return len(self.event_types) + 1
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {c: i + 2 for i, c in enumerate(self.categories)}
+
+    @cached_property
+    def index_to_category(self) -> np.ndarray:
+        """Raw category id of each index ('' for padding and OOV)."""
+        return np.asarray(["", "", *self.categories], dtype=object)
+
+    def category_index(self, raw_ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        get = self._index.get
+        return np.fromiter((get(c, OOV) for c in raw_ids), dtype=np.int32, count=len(raw_ids))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"categories": list(self.categories), "event_types": list(self.event_types),
+                "gap_scale": self.gap_scale}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FeatureSpec:
+        return cls(categories=tuple(data["categories"]), event_types=tuple(data["event_types"]),
+                   gap_scale=float(data["gap_scale"]))
+
+
+def window_index(ends: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """(B, length) positions into flat event columns: the ``length`` events before each end (exclusive),
+    not before the window's start; -1 where the window is shorter (left padding)."""
+    offsets = np.arange(-length, 0, dtype=np.int64)
+    index = ends.astype(np.int64)[:, None] + offsets[None, :]
+    return np.where(index >= starts.astype(np.int64)[:, None], index, -1)
+
+
+def encode_windows(category_index: np.ndarray, event_types: np.ndarray, times_ms: np.ndarray,
+                   index: np.ndarray, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """Model inputs for windows given as (B, T) positions into flat per-event columns (-1 = padding).
+
+    ``category_index`` comes from :meth:`FeatureSpec.category_index`; ``event_types`` are positions in
+    ``spec.event_types`` (input index = position + 1, 0 being padding).
+    """
+    valid = index >= 0
+    safe = np.where(valid, index, 0)
+    category = np.where(valid, category_index[safe], PAD).astype(np.int32)
+    event_type = np.where(valid, event_types[safe].astype(np.int32) + 1, PAD).astype(np.int32)
+    t = np.where(valid, times_ms[safe], 0).astype(np.int64)
+    hour = (t % DAY_MS).astype(np.float32) * np.float32(2 * math.pi / DAY_MS)
+    # 1970-01-01 was a Thursday: +3 days puts Monday at 0
+    dow = ((t // DAY_MS + 3) % 7).astype(np.float32) * np.float32(2 * math.pi / 7)
+    gap_ms = np.zeros_like(t)
+    gap_ms[:, 1:] = np.where(valid[:, 1:] & valid[:, :-1], t[:, 1:] - t[:, :-1], 0)
+    gap = np.log1p(np.maximum(gap_ms, 0).astype(np.float32) / 1000.0) / np.float32(spec.gap_scale)
+    time = np.stack([np.sin(hour), np.cos(hour), np.sin(dow), np.cos(dow), gap], axis=-1)
+    time *= valid[..., None]
+    return {"category": category, "event_type": event_type, "time": time.astype(np.float32)}
