@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from streams.logs import EVENT_TYPES
+from streams.errors import InputError
+from streams.logs import EVENT_TYPES, ColumnMapping, ReadReport, read_log
 
 EVENT_TYPE_INDEX = {name: i for i, name in enumerate(EVENT_TYPES)}
 SESSION_GAP_MS = 30 * 60 * 1000
@@ -153,3 +155,22 @@ def purchase_labels(log: EventLog, horizon: int, session_gap_ms: int = SESSION_G
         same[: n - k] = session_id[k:] == session_id[: n - k]
         label |= shifted & same
     return label
+
+
+def load_events(paths: Sequence[str | Path], fmt: str, mapping: str | None = None) -> tuple[EventLog,
+                                                                                          list[ReadReport]]:
+    """Read logs with the CLI's readers and clean them into one EventLog."""
+    column_mapping = ColumnMapping.load(mapping) if mapping else None
+    reports: list[ReadReport] = []
+
+    def clicks() -> Any:
+        for path in paths:
+            report = ReadReport(str(path))
+            reports.append(report)
+            yield from read_log(path, fmt, mapping=column_mapping, report=report,  # type: ignore[arg-type]
+                                id_prefix=f"{Path(path).name}")
+
+    log = clean_events(clicks())
+    if len(log) == 0:
+        raise InputError("the logs hold no usable events")
+    return log, reports

@@ -2,9 +2,15 @@
 
 A window is a user's most recent events, oldest first, left-padded to a fixed length so that the newest event
 is always the last step. Inputs per step: category index (0 = padding, 1 = out of vocabulary), event type
-index (0 = padding), and five time features: hour of day and day of week as sin/cos, and
-log1p(seconds since the previous event of the window) / ``gap_scale`` (0 for the window's first event, in
-training and in serving alike).
+index (0 = padding), and nine step features:
+
+- time: hour of day and day of week as sin/cos; log1p(seconds since the previous event of the window) and
+  log1p(seconds before the newest event), both / ``gap_scale`` (the first is 0 for the window's first event,
+  in training and in serving alike);
+- repetition, which lets the network point back at the user's own categories: the step's category equals the
+  newest one; log1p(times its category occurs in the window); it is the newest occurrence of its category.
+  These compare raw category ids (through per-event codes, equal code = equal raw id), so they work for
+  categories outside the vocabulary too.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import numpy as np
 from streams.logs import EVENT_TYPES
 
 PAD, OOV = 0, 1
-N_TIME_FEATURES = 5
+N_STEP_FEATURES = 9
 DAY_MS = 86_400_000
 
 
@@ -79,11 +85,12 @@ def window_index(ends: np.ndarray, starts: np.ndarray, length: int) -> np.ndarra
     return np.where(index >= starts.astype(np.int64)[:, None], index, -1)
 
 
-def encode_windows(category_index: np.ndarray, event_types: np.ndarray, times_ms: np.ndarray,
-                   index: np.ndarray, spec: FeatureSpec) -> dict[str, np.ndarray]:
+def encode_windows(category_index: np.ndarray, category_codes: np.ndarray, event_types: np.ndarray,
+                   times_ms: np.ndarray, index: np.ndarray, spec: FeatureSpec) -> dict[str, np.ndarray]:
     """Model inputs for windows given as (B, T) positions into flat per-event columns (-1 = padding).
 
-    ``category_index`` comes from :meth:`FeatureSpec.category_index`; ``event_types`` are positions in
+    ``category_index`` comes from :meth:`FeatureSpec.category_index`; ``category_codes`` are integers that
+    are equal exactly where raw category ids are equal; ``event_types`` are positions in
     ``spec.event_types`` (input index = position + 1, 0 being padding).
     """
     valid = index >= 0
@@ -96,7 +103,15 @@ def encode_windows(category_index: np.ndarray, event_types: np.ndarray, times_ms
     dow = ((t // DAY_MS + 3) % 7).astype(np.float32) * np.float32(2 * math.pi / 7)
     gap_ms = np.zeros_like(t)
     gap_ms[:, 1:] = np.where(valid[:, 1:] & valid[:, :-1], t[:, 1:] - t[:, :-1], 0)
-    gap = np.log1p(np.maximum(gap_ms, 0).astype(np.float32) / 1000.0) / np.float32(spec.gap_scale)
-    time = np.stack([np.sin(hour), np.cos(hour), np.sin(dow), np.cos(dow), gap], axis=-1)
-    time *= valid[..., None]
-    return {"category": category, "event_type": event_type, "time": time.astype(np.float32)}
+    scale = np.float32(spec.gap_scale)
+    gap = np.log1p(np.maximum(gap_ms, 0).astype(np.float32) / 1000.0) / scale
+    age = np.log1p(np.maximum(t[:, -1:] - t, 0).astype(np.float32) / 1000.0) / scale
+    codes = np.where(valid, category_codes[safe], -1)
+    same = (codes[:, :, None] == codes[:, None, :]) & valid[:, None, :]  # (B, T, T)
+    count = same.sum(axis=-1)
+    newest_occurrence = ~np.triu(same, k=1).any(axis=-1)
+    same_as_newest = codes == codes[:, -1:]
+    steps = np.stack([np.sin(hour), np.cos(hour), np.sin(dow), np.cos(dow), gap, age,
+                      same_as_newest, np.log1p(count), newest_occurrence], axis=-1).astype(np.float32)
+    steps *= valid[..., None]
+    return {"category": category, "event_type": event_type, "steps": steps}

@@ -8,41 +8,23 @@ are not in the vocabulary, while the generating part learns transitions and popu
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
 import keras
 from keras import layers, ops
 
-from model.features import N_TIME_FEATURES
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkConfig:
-    """Hyper-parameters of the network; stored in the manifest, never re-guessed at load."""
-
-    n_categories: int
-    n_event_types: int
-    window_length: int = 50
-    category_dim: int = 48
-    event_type_dim: int = 8
-    lstm_units: int = 96
-    lstm_layers: int = 1
-    dropout: float = 0.1
-    purchase_horizon: int = 5
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> NetworkConfig:
-        return cls(**data)
+from model.config import NetworkConfig
+from model.features import N_STEP_FEATURES
 
 
 @keras.saving.register_keras_serializable(package="clickstream")
 class CopyAttention(layers.Layer):
-    """Attention of the newest state over the window steps, with a learned bias per distance from the end."""
+    """Attention of the newest state over the window steps.
+
+    Score of step i: a content term (key of state i . query of the newest state), an additive term over the
+    step's repetition and time features given the query, and a learned bias per distance from the end.
+    """
 
     def __init__(self, units: int, max_length: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -51,12 +33,18 @@ class CopyAttention(layers.Layer):
         self.keys = layers.Dense(units, use_bias=False)
         self.query = layers.Dense(units, use_bias=False)
         self.distance_bias = layers.Embedding(max_length, 1)
+        self.feature_hidden = layers.Dense(32, use_bias=True)
+        self.query_hidden = layers.Dense(32, use_bias=False)
+        self.feature_score = layers.Dense(1, use_bias=False)
 
     def call(self, inputs: list[Any]) -> Any:
-        states, mask = inputs
+        states, features, mask = inputs
         length = ops.shape(states)[1]
-        query = self.query(states[:, -1, :])
+        newest = states[:, -1, :]
+        query = self.query(newest)
         scores = ops.einsum("btu,bu->bt", self.keys(states), query) / float(self.units) ** 0.5
+        hidden = ops.tanh(self.feature_hidden(features) + self.query_hidden(newest)[:, None, :])
+        scores = scores + ops.squeeze(self.feature_score(hidden), -1)
         distance = ops.arange(length - 1, -1, -1)  # 0 for the newest step
         scores = scores + ops.squeeze(self.distance_bias(ops.minimum(distance, self.max_length - 1)), -1)[None]
         scores = ops.where(mask, scores, -1e9)
@@ -92,24 +80,28 @@ class LastStep(layers.Layer):
         return None
 
 
-def build_network(config: NetworkConfig) -> keras.Model:
-    """Serving network: window inputs -> category_gen, attention, gate, event_type, purchase."""
-    category = keras.Input((None,), dtype="int32", name="category")
-    event_type = keras.Input((None,), dtype="int32", name="event_type")
-    time = keras.Input((None, N_TIME_FEATURES), dtype="float32", name="time")
+def build_network(config: NetworkConfig, length: int | None = None, unroll: bool = False) -> keras.Model:
+    """Serving network: window inputs -> category_gen, attention, gate, event_type, purchase.
+
+    ``length`` fixes the window length, which lets the LSTM be unrolled (``unroll``): the same weights, one
+    straight-line graph instead of a loop of small steps, several times faster to serve on a CPU.
+    """
+    category = keras.Input((length,), dtype="int32", name="category")
+    event_type = keras.Input((length,), dtype="int32", name="event_type")
+    steps = keras.Input((length, N_STEP_FEATURES), dtype="float32", name="steps")
     x = layers.Concatenate()([
         layers.Embedding(config.n_categories, config.category_dim, name="category_embedding")(category),
         layers.Embedding(config.n_event_types, config.event_type_dim, name="event_type_embedding")(event_type),
-        time,
+        steps,
     ])
     mask = PaddingMask(name="mask")(event_type)  # padded steps are skipped by the LSTM and the attention
     states = x
     for i in range(config.lstm_layers):
         states = layers.LSTM(config.lstm_units, return_sequences=True, dropout=config.dropout,
-                             name=f"lstm_{i}")(states, mask=mask)
+                             unroll=unroll, name=f"lstm_{i}")(states, mask=mask)
     last = LastStep(name="last_state")(states)
     last = layers.Dropout(config.dropout)(last)
-    attention = CopyAttention(config.lstm_units, config.window_length, name="attention")([states, mask])
+    attention = CopyAttention(config.lstm_units, config.window_length, name="attention")([states, steps, mask])
     outputs = {
         "category_gen": layers.Dense(config.n_categories, activation="softmax", name="category_gen")(last),
         "attention": attention,
@@ -117,7 +109,7 @@ def build_network(config: NetworkConfig) -> keras.Model:
         "event_type": layers.Dense(config.n_event_types - 1, activation="softmax", name="event_type_head")(last),
         "purchase": layers.Dense(1, activation="sigmoid", name="purchase_head")(last),
     }
-    return keras.Model([category, event_type, time], outputs, name="next_intent")
+    return keras.Model([category, event_type, steps], outputs, name="next_intent")
 
 
 def build_training_model(network: keras.Model) -> keras.Model:
@@ -128,10 +120,10 @@ def build_training_model(network: keras.Model) -> keras.Model:
     """
     category = keras.Input((None,), dtype="int32", name="category")
     event_type = keras.Input((None,), dtype="int32", name="event_type")
-    time = keras.Input((None, N_TIME_FEATURES), dtype="float32", name="time")
+    steps = keras.Input((None, N_STEP_FEATURES), dtype="float32", name="steps")
     target = keras.Input((), dtype="int32", name="target")
     copy_match = keras.Input((None,), dtype="float32", name="copy_match")
-    out = network([category, event_type, time])
+    out = network([category, event_type, steps])
 
     def target_probability(args: list[Any]) -> Any:
         gen, attention, gate, tgt, match = args
@@ -143,14 +135,10 @@ def build_training_model(network: keras.Model) -> keras.Model:
         [out["category_gen"], out["attention"], out["gate"], target, copy_match])
     event_type_out = layers.Identity(name="next_event_type")(out["event_type"])
     purchase_out = layers.Identity(name="purchase")(out["purchase"])
-    return keras.Model([category, event_type, time, target, copy_match],
+    return keras.Model([category, event_type, steps, target, copy_match],
                        {"next_category": p_target, "next_event_type": event_type_out, "purchase": purchase_out})
 
 
 def negative_log_likelihood(_: Any, p_target: Any) -> Any:
     """Loss of the next-category output, which already is the probability of the truth."""
     return -ops.log(ops.clip(p_target, 1e-7, 1.0))
-
-
-def config_json(config: NetworkConfig) -> str:
-    return json.dumps(config.to_json(), sort_keys=True)

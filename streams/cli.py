@@ -253,5 +253,8 @@ def _draw_table(latest: dict[str, dict[str, Any]], seen: int, rows: int = 20) ->
     click.echo("\n".join(lines))
 
 
+# train / evaluate live with the model; importing them registers the commands (TensorFlow loads lazily)
+import model.cli  # noqa: E402,F401
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name="clickstream")

@@ -27,6 +27,9 @@ predictions = st.fixed_dictionaries({
     "next_event_type": st.dictionaries(st.sampled_from(["view", "cart", "fav", "purchase"]), float32s),
     "purchase_probability": float32s,
     "window_length": st.integers(min_value=0, max_value=2**31 - 1),
+    "timing": st.none() | st.fixed_dictionaries({
+        "batch_size": st.integers(min_value=0, max_value=2**31 - 1), "batch_wait_ms": float32s,
+        "window_ms": float32s, "inference_ms": float32s}),
 })
 
 CLICK = AvroCodec("click")

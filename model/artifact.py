@@ -1,0 +1,53 @@
+"""The model artifact folder: ``model.keras`` (weights) + ``manifest.json`` (everything needed to rebuild it)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from model.features import FeatureSpec
+from model.config import NetworkConfig
+from streams.errors import ModelError
+
+WEIGHTS = "model.keras"
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def weights_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, out / MANIFEST)
+
+
+def read_manifest(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of an artifact folder; a missing or corrupt artifact is one ModelError naming the path."""
+    root = Path(model_dir)
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise ModelError(f"no model artifact at {root} (train one: clickstream train LOG... --out {root})")
+    try:
+        manifest = json.loads(path.read_text())
+        NetworkConfig.from_json(manifest["network"])
+        FeatureSpec.from_json(manifest["features"])
+        version = manifest["version"]
+    except FileNotFoundError:
+        raise ModelError(f"{path} is missing: {root} is not a model artifact") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{path}: artifact format {manifest.get('format_version')}, this code reads "
+                         f"{FORMAT_VERSION}")
+    weights = root / WEIGHTS
+    if not weights.is_file():
+        raise ModelError(f"{weights} is missing")
+    if manifest.get("weights_sha256") and weights_digest(weights) != manifest["weights_sha256"]:
+        raise ModelError(f"{weights} does not match its manifest (sha256 differs): the artifact is corrupt")
+    assert isinstance(version, str)
+    return manifest

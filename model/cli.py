@@ -1,0 +1,76 @@
+"""``clickstream train`` and ``clickstream evaluate`` (TensorFlow is imported only when they run)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+import click
+
+from streams.cli import env_option, log_options, main
+
+
+@main.command()
+@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@log_options
+@env_option("--out", env="CLICKSTREAM_MODEL_DIR", default="artifacts/model", show_default=True,
+            type=click.Path(file_okay=False), help="Artifact folder to write.")
+@env_option("--window-length", env="CLICKSTREAM_WINDOW_LENGTH", type=int, default=50, show_default=True,
+            help="Events per window (N).")
+@env_option("--units", env="CLICKSTREAM_LSTM_UNITS", type=int, default=64, show_default=True,
+            help="LSTM units.")
+@env_option("--layers", env="CLICKSTREAM_LSTM_LAYERS", type=int, default=1, show_default=True,
+            help="Stacked LSTM layers.")
+@env_option("--dropout", env="CLICKSTREAM_DROPOUT", type=float, default=0.1, show_default=True,
+            help="Dropout on the LSTM inputs and its final state.")
+@env_option("--epochs", env="CLICKSTREAM_EPOCHS", type=int, default=12, show_default=True,
+            help="Most epochs; early stopping on the validation loss usually ends sooner.")
+@env_option("--batch-size", env="CLICKSTREAM_BATCH_SIZE", type=int, default=512, show_default=True,
+            help="Training batch size.")
+@env_option("--test-fraction", env="CLICKSTREAM_TEST_FRACTION", type=float, default=0.2, show_default=True,
+            help="Last part of the time range held out for evaluation.")
+@env_option("--val-fraction", env="CLICKSTREAM_VAL_FRACTION", type=float, default=0.1, show_default=True,
+            help="Part of the time range before the test part, for early stopping.")
+@env_option("--seed", env="CLICKSTREAM_SEED", type=int, default=0, show_default=True,
+            help="Seed of every random choice: same data + same seed = same model.")
+@env_option("--tensorboard", env="CLICKSTREAM_TENSORBOARD", is_flag=True,
+            help="Also write TensorBoard logs to OUT/tensorboard.")
+def train(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, id_prefix: str | None, out: str,
+          window_length: int, units: int, layers: int, dropout: float, epochs: int, batch_size: int,
+          test_fraction: float, val_fraction: float, seed: int, tensorboard: bool) -> None:
+    """Train the next-intent LSTM on LOGS (time split: train on the earlier part) and write an artifact."""
+    from model.train import TrainConfig
+    from model.train import train as run
+
+    config = TrainConfig(window_length=window_length, lstm_units=units, lstm_layers=layers, dropout=dropout,
+                         epochs=epochs, batch_size=batch_size, test_fraction=test_fraction,
+                         val_fraction=val_fraction, seed=seed)
+    manifest = run(logs, fmt, out, config, mapping=mapping, tensorboard=tensorboard,
+                   verbose="auto" if sys.stderr.isatty() else 2)
+    t = manifest["training"]
+    click.echo(f"model {manifest['version']} written to {out}: {t['train_examples']} training examples, "
+               f"{t['epochs_run']} epochs (best {t['best_epoch']}), {t['seconds']}s; "
+               f"{len(manifest['features']['categories'])} categories in the vocabulary")
+
+
+@main.command()
+@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@log_options
+@env_option("--model", "model_dir", env="CLICKSTREAM_MODEL_DIR", default="artifacts/model", show_default=True,
+            type=click.Path(file_okay=False), help="Model artifact folder.")
+@env_option("--split", env="CLICKSTREAM_SPLIT", type=click.Choice(["time", "none"]), default="time",
+            show_default=True, help="time: the test part of the log's time range (as in training); "
+                                    "none: every event of a log the model never saw.")
+@env_option("--out", env="CLICKSTREAM_REPORT_DIR", type=click.Path(file_okay=False),
+            help="Folder for report.md, metrics.json and comparison.png (default: MODEL/evaluation).")
+@env_option("--max-events", env="CLICKSTREAM_MAX_EVENTS", type=int,
+            help="Evaluate a random sample of this many events.")
+def evaluate(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, id_prefix: str | None,
+             model_dir: str, split: str, out: str | None, max_events: int | None) -> None:
+    """Compare the model with baselines on LOGS; print the report and write it with a chart."""
+    from model.evaluate import evaluate as run
+
+    out_dir = Path(out) if out else Path(model_dir) / "evaluation"
+    run(model_dir, logs, fmt, mapping=mapping, split=split, out=out_dir, max_targets=max_events)  # type: ignore[arg-type]
+    click.echo((out_dir / "report.md").read_text())
+    click.echo(f"written to {out_dir}/ (report.md, metrics.json, comparison.png)")
+
+

@@ -1,0 +1,187 @@
+"""The batched predictor the streaming worker calls: one call predicts many users' windows.
+
+Windows are padded to a few fixed (batch, length) shapes, each served by a compiled ``tf.function`` with a
+fixed input signature (XLA by default) that is traced and warmed when the predictor loads, so no request
+ever pays for a trace. A batch of short windows runs at a short length bucket instead of N.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from model.artifact import WEIGHTS, read_manifest
+from model.features import N_STEP_FEATURES, OOV, FeatureSpec, encode_windows, window_index
+from model.config import NetworkConfig
+from model.network import build_network
+from streams.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+class Window(NamedTuple):
+    """A user's most recent events, oldest first (raw category ids, event type codes, event times)."""
+
+    categories: Sequence[str]
+    event_types: np.ndarray  # int8 positions in EVENT_TYPES
+    times_ms: np.ndarray  # int64
+
+
+@dataclasses.dataclass
+class BatchPrediction:
+    """Predictions for a batch of windows, row i for window i."""
+
+    top_categories: list[list[tuple[str, float]]]
+    event_type_probs: np.ndarray  # (B, len(event_types)), columns in ``event_types`` order
+    purchase_probability: np.ndarray  # (B,)
+    window_lengths: np.ndarray  # (B,)
+    event_types: tuple[str, ...]
+    inference_s: float = 0.0
+
+
+def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:
+    return tuple(sorted({min(v, cap) for v in values} | {cap}))
+
+
+class Predictor:
+    """Loads an artifact folder and predicts batches of windows."""
+
+    def __init__(self, model_dir: str | Path, *, batch_sizes: Sequence[int] = (1, 8, 32, 128, 512),
+                 lengths: Sequence[int] = (8, 16, 32), top_k: int = 10, threads: int | None = None,
+                 jit_compile: bool = True, warm: bool = True) -> None:
+        import tensorflow as tf
+
+        if threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:  # TF already initialised in this process: keep its thread pools
+                log.warning("TensorFlow is already initialised; thread counts left as they are")
+        self.model_dir = Path(model_dir)
+        self.manifest = read_manifest(self.model_dir)
+        self.version: str = self.manifest["version"]
+        self.config = NetworkConfig.from_json(self.manifest["network"])
+        self.spec = FeatureSpec.from_json(self.manifest["features"])
+        self.window_length = self.config.window_length
+        self.top_k = min(top_k, len(self.spec.categories))
+        self.batch_sizes = tuple(sorted(set(batch_sizes)))
+        self.lengths = _buckets(lengths, self.window_length)
+        try:
+            self.network = build_network(self.config)
+            self.network.load_weights(self.model_dir / WEIGHTS)
+        except Exception as exc:  # Keras raises ValueError, OSError, KeyError... for a bad weights file
+            raise ModelError(f"{self.model_dir / WEIGHTS} cannot be loaded ({type(exc).__name__}: {exc})") from None
+        self._prior = self._prior_prediction()
+        network, k = self.network, self.top_k
+
+        def serve(category: Any, event_type: Any, steps: Any) -> tuple[Any, ...]:
+            out = network([category, event_type, steps], training=False)
+            gate = out["gate"]
+            gen = out["category_gen"] * gate
+            # padding and OOV are not categories anyone can be shown
+            gen = tf.concat([tf.zeros_like(gen[:, :2]), gen[:, 2:]], axis=1)
+            copy = out["attention"] * (1.0 - gate)
+            in_vocab = category > OOV
+            rows = tf.broadcast_to(tf.range(tf.shape(category)[0])[:, None], tf.shape(category))
+            scores = tf.tensor_scatter_nd_add(
+                gen, tf.stack([rows, category], axis=-1)[in_vocab], copy[in_vocab])
+            top = tf.math.top_k(scores, k=k)
+            oov_copy = tf.where(category == OOV, copy, 0.0)
+            return top.indices, top.values, oov_copy, out["event_type"], out["purchase"][:, 0]
+
+        self._functions: dict[tuple[int, int], Any] = {}
+        for length in self.lengths:
+            signature = [tf.TensorSpec((None, length), tf.int32), tf.TensorSpec((None, length), tf.int32),
+                         tf.TensorSpec((None, length, N_STEP_FEATURES), tf.float32)]
+            for batch in self.batch_sizes:
+                signature_b = [tf.TensorSpec((batch, *s.shape[1:]), s.dtype) for s in signature]
+                self._functions[(batch, length)] = tf.function(serve, input_signature=signature_b,
+                                                               jit_compile=jit_compile, reduce_retracing=False)
+        self.warm_s = self.warm() if warm else 0.0
+
+    def warm(self) -> float:
+        """Trace and compile every (batch, length) shape once; returns the seconds it took."""
+        start = time.perf_counter()
+        for (batch, length), fn in self._functions.items():
+            zeros = np.zeros((batch, length), dtype=np.int32)
+            zeros[:, -1] = 1
+            fn(zeros, zeros, np.zeros((batch, length, N_STEP_FEATURES), dtype=np.float32))
+        return time.perf_counter() - start
+
+    def _prior_prediction(self) -> tuple[list[tuple[str, float]], np.ndarray, float]:
+        prior = self.manifest["prior"]
+        cats = [(str(c), float(p)) for c, p in prior["categories"][: self.top_k]]
+        types = np.asarray(prior["event_types"], dtype=np.float32)
+        return cats, types, float(prior["purchase_probability"])
+
+    def predict(self, windows: Sequence[Window]) -> BatchPrediction:
+        """Predict every window in one call (split into chunks of the largest batch bucket)."""
+        start = time.perf_counter()
+        n = len(windows)
+        lengths = np.fromiter((min(len(w.categories), self.window_length) for w in windows), np.int64, n)
+        top: list[list[tuple[str, float]]] = [[] for _ in range(n)]
+        n_types = len(self.spec.event_types)
+        types = np.zeros((n, n_types), dtype=np.float32)
+        purchase = np.zeros(n, dtype=np.float32)
+        nonempty = np.flatnonzero(lengths > 0)
+        largest = self.batch_sizes[-1]
+        for chunk_start in range(0, len(nonempty), largest):
+            rows = nonempty[chunk_start: chunk_start + largest]
+            self._predict_rows([windows[i] for i in rows], rows, lengths[rows], top, types, purchase)
+        if len(nonempty) < n:
+            prior_cats, prior_types, prior_purchase = self._prior
+            for i in np.flatnonzero(lengths == 0):
+                top[i] = list(prior_cats)
+                types[i] = prior_types
+                purchase[i] = prior_purchase
+        return BatchPrediction(top, types, purchase, lengths, self.spec.event_types,
+                               time.perf_counter() - start)
+
+    def _predict_rows(self, windows: list[Window], rows: np.ndarray, lengths: np.ndarray,
+                      top: list[list[tuple[str, float]]], types: np.ndarray, purchase: np.ndarray) -> None:
+        b = len(windows)
+        batch = next(s for s in self.batch_sizes if s >= b)
+        length = next(t for t in self.lengths if t >= lengths.max())
+        # flat columns of the windows' newest `length` events, then the one feature function
+        cats = [w.categories[len(w.categories) - k:] for w, k in zip(windows, lengths)]
+        flat_cats = np.concatenate([np.asarray(c, dtype=object) for c in cats])
+        flat_types = np.concatenate([w.event_types[len(w.event_types) - k:] for w, k in zip(windows, lengths)])
+        flat_times = np.concatenate([w.times_ms[len(w.times_ms) - k:] for w, k in zip(windows, lengths)])
+        ends = np.cumsum(lengths)
+        ends_padded = np.concatenate([ends, np.zeros(batch - b, dtype=np.int64)])
+        starts_padded = np.concatenate([ends - lengths, np.zeros(batch - b, dtype=np.int64)])
+        index = window_index(ends_padded, starts_padded, length)
+        # hash(): equal raw ids get equal codes within this process, which is all the features compare
+        codes = np.fromiter(map(hash, flat_cats), dtype=np.int64, count=len(flat_cats))
+        x = encode_windows(self.spec.category_index(flat_cats), codes, flat_types, flat_times, index, self.spec)
+        idx, scores, oov_copy, event_type, buy = self._functions[(batch, length)](
+            x["category"], x["event_type"], x["steps"])
+        idx, scores, oov_copy = idx.numpy()[:b], scores.numpy()[:b], oov_copy.numpy()[:b]
+        types[rows] = event_type.numpy()[:b]
+        purchase[rows] = buy.numpy()[:b]
+        names = self.spec.index_to_category[idx]
+        has_oov = (x["category"][:b] == OOV).any(axis=1)
+        for r in range(b):
+            best = list(zip(names[r].tolist(), scores[r].tolist()))
+            if has_oov[r]:
+                best = self._merge_oov(best, index[r], flat_cats, oov_copy[r])
+            top[rows[r]] = best
+
+    def _merge_oov(self, best: list[tuple[str, float]], index: np.ndarray, flat_cats: np.ndarray,
+                   oov_copy: np.ndarray) -> list[tuple[str, float]]:
+        """Add the copy probability of out-of-vocabulary categories of the window, by raw id."""
+        mass: dict[str, float] = {}
+        for pos, p in zip(index, oov_copy):
+            if pos >= 0 and p > 0:
+                raw = flat_cats[pos]
+                mass[raw] = mass.get(raw, 0.0) + float(p)
+        merged = dict(best)
+        for raw, p in mass.items():
+            merged[raw] = merged.get(raw, 0.0) + p
+        return sorted(merged.items(), key=lambda kv: -kv[1])[: self.top_k]
+

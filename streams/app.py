@@ -1,0 +1,60 @@
+"""The Faust app, built from the settings: ``faust -A streams.app worker -l info``.
+
+Importing this module connects to nothing and loads no model; the worker checks the model artifact when it
+initialises and the agent loads the predictor when it starts.
+"""
+from __future__ import annotations
+
+import sys
+
+import faust
+
+from streams.settings import load_settings
+
+settings = load_settings()
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.faust_broker,
+    broker_credentials=settings.faust_credentials(),
+    store=settings.store,
+    datadir=settings.data_dir_worker,
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication_factor,
+    processing_guarantee="at_least_once",
+    producer_acks=-1,
+    producer_linger_ms=5,
+    producer_max_batch_size=512 * 1024,
+    stream_buffer_maxsize=max(4096, 4 * settings.batch_max),
+    broker_max_poll_records=max(1000, settings.batch_max),
+    broker_commit_every=10_000,
+    broker_commit_interval=1.0,
+    web_enabled=False,
+)
+
+
+def rekeyed_topic_name() -> str:
+    return f"{settings.app_id}-clicks-rekeyed"
+
+
+@app.on_worker_init.connect
+def prepare_worker(sender: faust.App, **kwargs: object) -> None:
+    """Before joining the group: a usable model, a reachable broker, and every topic with its partitions.
+
+    Problems end the worker with one clear line and the CLI's exit code.
+    """
+    from model.artifact import read_manifest
+    from streams.errors import ClickstreamError
+    from streams.kafka_clients import ensure_topics
+
+    try:
+        read_manifest(settings.model_dir)
+        ensure_topics(settings, [settings.clicks_topic, rekeyed_topic_name(), settings.predictions_topic,
+                                 settings.dead_letter_topic])
+    except ClickstreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+
+
+# The topics, table and agent register themselves on ``app`` when imported.
+from streams import agents  # noqa: E402,F401

@@ -1,0 +1,25 @@
+"""Topics and the window table of the worker (all keyed by raw user id bytes, values raw bytes)."""
+from __future__ import annotations
+
+import faust
+
+from streams.app import app, rekeyed_topic_name, settings
+
+_raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw",
+        "partitions": settings.partitions}
+# The worker creates missing topics with the configured partitions when it starts (streams.app).
+clicks_topic = app.topic(settings.clicks_topic, **_raw)
+rekeyed_clicks_topic = app.topic(rekeyed_topic_name(), **_raw)
+predictions_topic = app.topic(settings.predictions_topic, **_raw)
+dead_letter_topic = app.topic(settings.dead_letter_topic, **_raw)
+# What the agent reads: clicks, and the clicks that arrived without their user id as key (see agents.py).
+click_sources = app.topic(settings.clicks_topic, rekeyed_clicks_topic.get_topic_name(), **_raw)
+
+# use_partitioner: a user's changelog record goes to the partition of the user's clicks (same key, same
+# murmur2 partitioner), so a partition's windows move with it on a rebalance, and expiry may delete keys
+# outside of stream iteration.
+user_to_window = app.Table(
+    "user_to_window", default=None, use_partitioner=True, partitions=settings.partitions,
+    schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+    options={"driver": "rocksdict"},
+)
