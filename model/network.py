@@ -37,6 +37,17 @@ class CopyAttention(layers.Layer):
         self.query_hidden = layers.Dense(32, use_bias=False)
         self.feature_score = layers.Dense(1, use_bias=False)
 
+    def build(self, input_shape: Any) -> None:
+        states_shape, features_shape, _ = input_shape
+        units_in = states_shape[-1]
+        self.keys.build(states_shape)
+        self.query.build((None, units_in))
+        self.distance_bias.build((None,))
+        self.feature_hidden.build(features_shape)
+        self.query_hidden.build((None, units_in))
+        self.feature_score.build((None, None, 32))
+        self.built = True
+
     def call(self, inputs: list[Any]) -> Any:
         states, features, mask = inputs
         length = ops.shape(states)[1]

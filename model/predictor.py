@@ -24,6 +24,16 @@ from streams.errors import ModelError
 log = logging.getLogger(__name__)
 
 
+class _NoRetracingNotice(logging.Filter):
+    """Each (batch, length) shape has a tf.function of its own on purpose: TF's retracing notice is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_NoRetracingNotice())
+
+
 class Window(NamedTuple):
     """A user's most recent events, oldest first (raw category ids, event type codes, event times)."""
 

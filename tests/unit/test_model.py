@@ -1,0 +1,131 @@
+"""Tiny networks trained in seconds: learning, serving equivalence, artifact round trip, clear errors."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.predictor import Predictor, Window
+from model.train import TrainConfig, train
+from streams.errors import ModelError
+
+CYCLE = [f"c{i}" for i in range(10)]
+TINY = TrainConfig(window_length=8, lstm_units=16, epochs=8, patience=8, batch_size=128, learning_rate=1e-2,
+                   min_category_count=1, seed=1)
+
+
+def cycle_log(path: Path, users: int = 150, events: int = 40) -> Path:
+    """Every user walks the categories c0 -> c1 -> ... -> c9 -> c0, from a random starting point."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(users):
+        start = int(rng.integers(10))
+        t0 = 1_511_000_000 + int(rng.integers(100_000))
+        for k in range(events):
+            behaviour = "buy" if k % 10 == 9 else "pv"
+            rows.append((t0 + 30 * k, f"{u},{k},{CYCLE[(start + k) % 10]},{behaviour},{t0 + 30 * k}"))
+    rows.sort()
+    path.write_text("\n".join(r for _, r in rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("model")
+    train([cycle_log(root / "cycle.csv")], "taobao", root / "artifact", TINY, verbose=0)
+    return root / "artifact"
+
+
+def windows_of(seqs: list[list[str]]) -> list[Window]:
+    return [Window(s, np.ones(len(s), dtype=np.int8), 1_511_000_000_000 + 30_000 * np.arange(len(s)))
+            for s in seqs]
+
+
+@pytest.mark.slow
+def test_tiny_network_learns_the_category_cycle(artifact: Path) -> None:
+    predictor = Predictor(artifact, batch_sizes=(32,), lengths=(8,), top_k=3)
+    rng = np.random.default_rng(5)
+    seqs, truth = [], []
+    for _ in range(200):
+        start, n = int(rng.integers(10)), int(rng.integers(2, 9))
+        seqs.append([CYCLE[(start + k) % 10] for k in range(n)])
+        truth.append(CYCLE[(start + n) % 10])
+    result = predictor.predict(windows_of(seqs))
+    hits = np.mean([top[0][0] == t for top, t in zip(result.top_categories, truth)])
+    assert hits > 0.9, f"top-1 accuracy {hits:.2f}; a random guess gets 0.10"
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["training"]["train_examples"] > 0 and manifest["version"] == predictor.version
+    assert (artifact / "loss_curve.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_predictor_equals_the_keras_model_called_directly(artifact: Path) -> None:
+    import keras
+
+    from model.features import encode_windows, window_index
+
+    predictor = Predictor(artifact, batch_sizes=(4, 16), lengths=(4, 8), top_k=3)
+    seqs = [["c1", "c2"], ["c5", "c6", "c7", "c8", "c9", "c0", "c1"], ["c3"], ["c4", "c4", "c5"], ["c9"] * 8,
+            ["new", "c2", "new"]]  # "new" is out of vocabulary: it can only be copied, by its raw id
+    result = predictor.predict(windows_of(seqs))
+
+    model = keras.saving.load_model(artifact / "model.keras")
+    flat = np.concatenate([np.asarray(s, dtype=object) for s in seqs])
+    lengths = np.array([len(s) for s in seqs])
+    index = window_index(np.cumsum(lengths), np.cumsum(lengths) - lengths, 8)
+    times = np.concatenate([w.times_ms for w in windows_of(seqs)])
+    x = encode_windows(predictor.spec.category_index(flat), np.unique(flat, return_inverse=True)[1],
+                       np.ones(len(flat), dtype=np.int8), times, index, predictor.spec)
+    out = {k: np.asarray(v) for k, v in model([x["category"], x["event_type"], x["steps"]]).items()}
+    names = predictor.spec.index_to_category
+    for row in range(len(seqs)):
+        g = out["gate"][row, 0]
+        scores = dict(zip(names[2:], g * out["category_gen"][row, 2:]))  # padding and OOV are never shown
+        for pos, p in zip(index[row], (1 - g) * out["attention"][row]):
+            if pos >= 0:
+                scores[flat[pos]] = scores.get(flat[pos], 0.0) + p
+        best = sorted(scores.items(), key=lambda kv: -kv[1])[:3]
+        assert [c for c, _ in result.top_categories[row]] == [c for c, _ in best]
+        np.testing.assert_allclose([s for _, s in result.top_categories[row]], [s for _, s in best],
+                                   rtol=1e-4, atol=1e-6)
+    assert scores["new"] > 0
+    np.testing.assert_allclose(result.event_type_probs, out["event_type"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(result.purchase_probability, out["purchase"][:, 0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_artifact_moves_and_reloads_with_the_same_predictions(artifact: Path, tmp_path: Path) -> None:
+    seqs = windows_of([["c1", "c2", "c3"], ["c7"], ["unseen", "unseen", "c2"]])
+    empty = Window([], np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int64))
+    first = Predictor(artifact, batch_sizes=(4,), lengths=(4,), top_k=5).predict([*seqs, empty])
+    moved = shutil.copytree(artifact, tmp_path / "moved")
+    second = Predictor(moved, batch_sizes=(8,), lengths=(8,), top_k=5).predict([*seqs, empty])
+    for a, b in zip(first.top_categories, second.top_categories):
+        assert [c for c, _ in a] == [c for c, _ in b]
+        np.testing.assert_allclose([s for _, s in a], [s for _, s in b], rtol=1e-5, atol=1e-7)
+    # an empty window gets the popularity prior
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert first.top_categories[3] == [(c, p) for c, p in manifest["prior"]["categories"][:5]]
+    assert first.window_lengths.tolist() == [3, 1, 3, 0]
+
+
+def test_missing_or_corrupt_artifacts_are_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=f"no model artifact at {tmp_path / 'nope'}"):
+        Predictor(tmp_path / "nope")
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(ModelError, match="manifest.json is missing"):
+        Predictor(tmp_path / "bad")
+    (tmp_path / "bad" / "manifest.json").write_text("{not json")
+    with pytest.raises(ModelError, match="manifest.json is corrupt"):
+        Predictor(tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_corrupt_weights_are_detected(artifact: Path, tmp_path: Path) -> None:
+    broken = shutil.copytree(artifact, tmp_path / "broken")
+    (broken / "model.keras").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="does not match its manifest"):
+        Predictor(broken)
