@@ -30,7 +30,8 @@ stream_time_ms = 0  # newest event time this worker has processed: idle expiry i
 def load_predictor() -> Any:
     from model.predictor import Predictor
 
-    predictor = Predictor(settings.model_dir, top_k=settings.top_k, threads=settings.inference_threads)
+    predictor = Predictor(settings.model_dir, top_k=settings.top_k, threads=settings.inference_threads,
+                          batch_sizes=settings.predictor_batch_sizes, lengths=settings.predictor_lengths)
     log.info("model %s loaded from %s; %d shapes warmed in %.1fs", predictor.version, settings.model_dir,
              len(predictor.batch_sizes) * len(predictor.lengths), predictor.warm_s)
     return predictor

@@ -29,7 +29,6 @@ app = faust.App(
     broker_max_poll_records=max(1000, settings.batch_max),
     broker_commit_every=10_000,
     broker_commit_interval=1.0,
-    web_enabled=False,
 )
 
 

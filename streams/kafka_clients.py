@@ -108,7 +108,7 @@ class SendStats:
         return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-Message = tuple[bytes, bytes, int | None]  # key, value, timestamp_ms
+Message = tuple[bytes | None, bytes, int | None]  # key, value, timestamp_ms
 
 
 def send_all(settings: Settings, topic: str, messages: Iterable[Message],
@@ -171,7 +171,10 @@ async def _send_all(settings: Settings, topic: str, messages: Iterable[Message],
                 if wait > 0:
                     await ship_all()  # ahead of schedule: what is queued goes out now
                     await asyncio.sleep(wait)
-            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            if key is None:  # unkeyed: spread round-robin
+                partition = partitions[i % len(partitions)]
+            else:
+                partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
             batch, count = open_batches.get(partition) or (prod.create_batch(), 0)
             if batch.append(key=key, value=value, timestamp=ts_ms) is None:  # full
                 open_batches[partition] = (batch, count)

@@ -5,6 +5,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from schemas.codec import AvroCodec
 from streams.errors import DecodeError
 from streams.window import UserWindow
@@ -67,14 +69,18 @@ def update_windows(clicks: Sequence[dict[str, Any]], load: Callable[[bytes], byt
 def prediction_records(clicks: Sequence[dict[str, Any]], batch: Any, model_version: str, predicted_at_ms: int,
                        timing: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One Prediction record per click, in click order."""
-    names = batch.event_types
+    # 'unknown' is never a training target: the distribution over the real types is renormalised to 1
+    known = [j for j, n in enumerate(batch.event_types) if n != "unknown"]
+    names = [batch.event_types[j] for j in known]
+    probs = batch.event_type_probs[:, known]
+    probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
     records = []
     for i, click in enumerate(clicks):
         records.append({
             "event_id": click["event_id"], "user_id": click["user_id"], "event_time_ms": click["event_time_ms"],
             "predicted_at_ms": predicted_at_ms, "model_version": model_version,
             "top_categories": [{"category_id": c, "score": s} for c, s in batch.top_categories[i]],
-            "next_event_type": {n: float(p) for n, p in zip(names, batch.event_type_probs[i]) if n != "unknown"},
+            "next_event_type": dict(zip(names, probs[i].tolist())),
             "purchase_probability": float(batch.purchase_probability[i]),
             "window_length": int(batch.window_lengths[i]), "timing": timing[i],
         })

@@ -21,6 +21,8 @@ CLICKSTREAM_BATCH_WITHIN_MS  longest wait to fill a micro-batch (20)
 CLICKSTREAM_TOP_K          categories per prediction (10)
 CLICKSTREAM_MODEL_DIR      trained model artifact folder (``artifacts/model``)
 CLICKSTREAM_INFERENCE_THREADS  TensorFlow intra-op threads for the predictor (2)
+CLICKSTREAM_PREDICTOR_BATCH_SIZES  batch shapes compiled and warmed at start (``1,8,32,128,512``)
+CLICKSTREAM_PREDICTOR_LENGTHS  window-length shapes besides the model's N (``8,16,32``)
 CLICKSTREAM_STORE          Faust table store (``rocksdb://``)
 CLICKSTREAM_DATA_DIR_WORKER  worker state folder (``.state/worker``)
 CLICKSTREAM_SCHEMA_ID_CLICK / _PREDICTION  set to use the Confluent wire format with these schema ids
@@ -65,6 +67,8 @@ class Settings:
     top_k: int = 10
     model_dir: str = "artifacts/model"
     inference_threads: int = 2
+    predictor_batch_sizes: tuple[int, ...] = (1, 8, 32, 128, 512)
+    predictor_lengths: tuple[int, ...] = (8, 16, 32)
     store: str = "rocksdb://"
     data_dir_worker: str = ".state/worker"
     schema_id_click: int | None = None
@@ -80,6 +84,8 @@ class Settings:
                      "inference_threads", "window_ttl_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.window_length > 255:
+            raise ConfigError(f"window_length is at most 255, got {self.window_length}")
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password
                                                                and self.sasl_mechanism):
             raise ConfigError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
@@ -150,6 +156,14 @@ def _coerce(name: str, raw: Any, hint: Any) -> Any:
         if optional:
             return None
         raise ConfigError(f"{name} cannot be empty")
+    if getattr(hint, "__origin__", None) is tuple:
+        try:
+            values = tuple(int(v) for v in (raw.split(",") if isinstance(raw, str) else raw) if str(v).strip())
+        except (TypeError, ValueError):
+            values = ()
+        if not values or min(values) < 1:
+            raise ConfigError(f"{name} must be comma-separated positive integers, got {raw!r}")
+        return values
     literal_choices: tuple[Any, ...] = ()
     base = hint
     if args and getattr(hint, "__origin__", None) is Literal:

@@ -1,8 +1,6 @@
 """Topics and the window table of the worker (all keyed by raw user id bytes, values raw bytes)."""
 from __future__ import annotations
 
-import faust
-
 from streams.app import app, rekeyed_topic_name, settings
 
 _raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw",
@@ -20,6 +18,6 @@ click_sources = app.topic(settings.clicks_topic, rekeyed_clicks_topic.get_topic_
 # outside of stream iteration.
 user_to_window = app.Table(
     "user_to_window", default=None, use_partitioner=True, partitions=settings.partitions,
-    schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+    key_type=bytes, value_type=bytes,  # bytes -> Faust's "raw" serializer in the store and the changelog
     options={"driver": "rocksdict"},
 )

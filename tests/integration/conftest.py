@@ -6,7 +6,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,15 +67,47 @@ def settings(broker: str) -> Settings:
                     dead_letter_topic=f"dead-{run}", app_id=f"test-{run}", partitions=4)
 
 
+def consume_until(settings: Settings, topic: str, done: Callable[[Any], bool], timeout_s: float,
+                  describe: Callable[[], str] = lambda: "") -> None:
+    """Feed the records of ``topic`` (from its beginning) to ``done`` until it returns True; fail after
+    ``timeout_s``."""
+    consumer = consumer_at(settings, topic, from_beginning=True)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not done within {timeout_s}s {describe()}")
+            for batch in consumer.poll(timeout_ms=500).values():
+                for record in batch:
+                    if done(record):
+                        return
+    finally:
+        consumer.close()
+
+
 def consume(settings: Settings, topic: str, count: int, timeout_s: float = 60.0) -> list[Any]:
     """Read ``count`` records of ``topic`` from its beginning, failing after ``timeout_s``."""
+    records: list[Any] = []
+
+    def take(record: Any) -> bool:
+        records.append(record)
+        return len(records) >= count
+
+    if count:
+        consume_until(settings, topic, take, timeout_s, lambda: f"({len(records)} of {count} records)")
+    return records
+
+
+def read_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Any]:
+    """Every record of ``topic`` up to its current end (offset gaps of compacted topics included)."""
     consumer = consumer_at(settings, topic, from_beginning=True)
     records: list[Any] = []
     deadline = time.monotonic() + timeout_s
     try:
-        while len(records) < count:
+        ends = consumer.end_offsets(list(consumer.assignment()))
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(records)} of {count} records from {topic} within {timeout_s}s")
+                raise TimeoutError(f"{topic}: not read to its end within {timeout_s}s")
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend(batch)
     finally:
@@ -89,3 +122,35 @@ def topic_size(settings: Settings, topic: str) -> int:
         return sum(consumer.end_offsets(list(consumer.assignment())).values())
     finally:
         consumer.close()
+
+
+def sample_clicks(n: int, prefix: str) -> list[dict[str, Any]]:
+    """``n`` clicks from the start of the Taobao sample (fresh event ids), or synthetic without it."""
+    import itertools
+
+    from streams.logs import read_log
+    from streams.synthetic import synthetic_clicks
+    from tests.conftest import data_dir
+
+    root = data_dir()
+    sample = root / "taobao" / "UserBehavior-sample.csv" if root else None
+    if sample is not None and sample.is_file():
+        return list(itertools.islice(read_log(sample, "taobao", id_prefix=prefix), n))
+    return list(synthetic_clicks(max(10, n // 20), n, seed=7, id_prefix=prefix,
+                                 start_ms=1_511_500_000_000))
+
+
+@pytest.fixture(scope="session")
+def worker_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model trained in seconds on the first 30,000 sample clicks (or synthetic ones)."""
+    from model.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("worker-model")
+    log = root / "train.csv"
+    with open(log, "w") as f:
+        for c in sample_clicks(30_000, "train"):
+            behaviour = {"view": "pv", "purchase": "buy"}.get(c["event_type"], c["event_type"])
+            f.write(f"{c['user_id']},{c['item_id']},{c['category_id']},{behaviour},{c['event_time_ms'] // 1000}\n")
+    config = TrainConfig(window_length=50, lstm_units=16, epochs=1, batch_size=512, seed=3)
+    train([log], "taobao", root / "model", config, verbose=0)
+    return root / "model"

@@ -1,0 +1,145 @@
+"""The worker as users run it (`faust -A streams.app worker`) against the real broker."""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from schemas.codec import AvroCodec
+from streams.kafka_clients import ensure_topics, send_all
+from streams.processing import check_click
+from streams.settings import Settings
+from tests.integration.conftest import read_all, sample_clicks
+from tests.integration.worker import (Worker, as_tuple, changelog_windows, expected_windows,
+                                      predictions_by_event)
+
+CLICK = AvroCodec("click")
+pytestmark = pytest.mark.slow
+
+
+def produce(settings: Settings, clicks: list[dict], keyed: bool = True) -> None:
+    ensure_topics(settings, [settings.clicks_topic])
+    messages = [(c["user_id"].encode() if keyed else None, CLICK.encode(c), c["event_time_ms"]) for c in clicks]
+    stats = send_all(settings, settings.clicks_topic, messages)
+    assert stats.sent == len(clicks) and stats.failed == 0
+
+
+def test_clean_run_one_prediction_per_click(settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    clicks = sample_clicks(10_000, f"clean-{settings.app_id}")
+    worker = Worker(settings, worker_model, tmp_path / "state").start()
+    try:
+        produce(settings, clicks[:9_000])
+        produce(settings, clicks[9_000:], keyed=False)  # unkeyed clicks are re-keyed by user id
+        found = predictions_by_event(settings, (c["event_id"] for c in clicks))
+        time.sleep(3)  # anything duplicated would arrive by now
+        found = predictions_by_event(settings, (c["event_id"] for c in clicks), timeout_s=60)
+    finally:
+        worker.kill(signal.SIGTERM)
+    assert all(len(p) == 1 for p in found.values()), "a clean run predicts every click exactly once"
+    assert len(found) == 10_000
+    vocabulary = set(json.loads((worker_model / "manifest.json").read_text())["features"]["categories"])
+    user_categories: dict[str, set[str]] = {}
+    for c in clicks:
+        user_categories.setdefault(c["user_id"], set()).add(c["category_id"])
+    for c in clicks[:500]:
+        (p,) = found[c["event_id"]]
+        assert p["user_id"] == c["user_id"] and p["event_time_ms"] == c["event_time_ms"]
+        assert 1 <= p["window_length"] <= 50 and len(p["top_categories"]) == 10
+        # categories come from the vocabulary, or are copied from the user's own window by raw id
+        assert all(t["category_id"] in vocabulary | user_categories[c["user_id"]] for t in p["top_categories"])
+        assert abs(sum(p["next_event_type"].values()) - 1.0) < 1e-3
+        assert p["timing"]["batch_size"] >= 1
+    assert "rekeyed 1000" in worker.log() or "rekeyed" in worker.log()
+
+
+def test_kill_9_and_restart_loses_nothing(settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    clicks = sample_clicks(10_000, f"crash-{settings.app_id}")
+    worker = Worker(settings, worker_model, tmp_path / "state", "first").start()
+    produce(settings, clicks)
+    predictions_by_event(settings, (c["event_id"] for c in clicks[:2_000]))  # mid-stream
+    worker.kill(signal.SIGKILL)
+    restarted = Worker(settings, worker_model, tmp_path / "state", "second").start()
+    try:
+        found = predictions_by_event(settings, (c["event_id"] for c in clicks))
+    finally:
+        restarted.kill(signal.SIGTERM)
+    assert set(found) >= {c["event_id"] for c in clicks}
+    duplicates = sum(len(p) - 1 for p in found.values())
+    print(f"duplicates after kill -9: {duplicates}")
+    expected = expected_windows(clicks, 50)
+    recovered = changelog_windows(settings)
+    assert {u: as_tuple(w) for u, w in recovered.items()} == {u: as_tuple(w) for u, w in expected.items()}
+
+
+def fuzzed(valid: list[dict], n: int, rng: random.Random) -> list[bytes]:
+    """Messages that must all be refused: garbage, truncations, and well-formed clicks with bad content."""
+    bad: list[bytes] = []
+    while len(bad) < n:
+        c = dict(rng.choice(valid), event_id=f"bad-{len(bad)}")
+        kind = len(bad) % 6
+        if kind == 0:
+            data = rng.randbytes(rng.randint(0, 80))
+        elif kind == 1:
+            data = CLICK.encode(c)[: rng.randint(0, 10)]
+        elif kind == 2:
+            data = CLICK.encode(dict(c, user_id=""))
+        elif kind == 3:
+            data = CLICK.encode(dict(c, event_time_ms=rng.choice([0, 123, 4_102_444_800_000_000])))
+        elif kind == 4:
+            data = CLICK.encode(dict(c, item_id="x" * rng.randint(257, 5000)))
+        else:
+            data = CLICK.encode(c) + b"\x00trailing"
+        if check_click(data, CLICK, int(time.time() * 1000))[0] is None:  # random bytes are rarely valid
+            bad.append(data)
+    return bad
+
+
+def test_bad_input_goes_to_dead_letters_and_valid_clicks_are_all_predicted(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    rng = random.Random(11)
+    clicks = sample_clicks(3_000, f"fuzz-{settings.app_id}")
+    bad = fuzzed(clicks, 1_000, rng)
+    messages = [(c["user_id"].encode(), CLICK.encode(c), c["event_time_ms"]) for c in clicks]
+    messages += [(b"fuzz", data, None) for data in bad]
+    rng.shuffle(messages)
+    worker = Worker(settings, worker_model, tmp_path / "state").start()
+    try:
+        ensure_topics(settings, [settings.clicks_topic])
+        assert send_all(settings, settings.clicks_topic, messages).failed == 0
+        found = predictions_by_event(settings, (c["event_id"] for c in clicks))
+        deadline = time.monotonic() + 60
+        while len(dead := read_all(settings, settings.dead_letter_topic)) < 1_000 and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        worker.kill(signal.SIGTERM)
+    assert set(found) == {c["event_id"] for c in clicks}
+    assert sorted(r.value for r in dead) == sorted(bad)
+    headers = dict(dead[0].headers)
+    assert headers["source_topic"] == settings.clicks_topic.encode() and int(headers["offset"]) >= 0
+    assert {k for k, _ in dead[0].headers} == {"reason", "source_topic", "partition", "offset"}
+
+
+def test_second_worker_takes_over_with_windows_from_the_changelog(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    clicks = sample_clicks(8_000, f"pair-{settings.app_id}")
+    first = Worker(settings, worker_model, tmp_path / "a" / "state", "a").start()
+    second = Worker(settings, worker_model, tmp_path / "b" / "state", "b").start()
+    try:
+        produce(settings, clicks[:4_000])
+        predictions_by_event(settings, (c["event_id"] for c in clicks[:4_000]))
+        assert "clicks" in first.log() and "clicks" in second.log()
+        first.kill(signal.SIGTERM)  # stopped mid-run: the survivor takes its partitions over
+        produce(settings, clicks[4_000:])
+        found = predictions_by_event(settings, (c["event_id"] for c in clicks))
+    finally:
+        first.kill(signal.SIGKILL)
+        second.kill(signal.SIGTERM)
+    assert set(found) >= {c["event_id"] for c in clicks}
+    # the survivor continued the first worker's users from their recovered windows
+    expected = expected_windows(clicks, 50)
+    recovered = changelog_windows(settings)
+    assert {u: as_tuple(w) for u, w in recovered.items()} == {u: as_tuple(w) for u, w in expected.items()}
