@@ -117,11 +117,12 @@ def _progress(items: Iterable[Any], total: int | None, desc: str, quiet: bool) -
 
 
 def _send(s: Settings, topic: str, clicks: Iterable[dict[str, Any]], due_s: Any, total: int | None,
-          quiet: bool, desc: str) -> None:
+          quiet: bool, desc: str, on_delivered: Any = None) -> None:
     from streams.kafka_clients import ensure_topics, send_all
 
     ensure_topics(s, [topic])
-    stats = send_all(s, topic, _progress(_encoded(s, clicks), total, desc, quiet), due_s=due_s)
+    stats = send_all(s, topic, _progress(_encoded(s, clicks), total, desc, quiet), due_s=due_s,
+                     on_delivered=on_delivered)
     click.echo(f"{desc}: {stats.sent} clicks to {topic} in {stats.elapsed_s:.2f}s ({stats.rate:,.0f}/s)", err=True)
     if stats.failed:
         raise ClickstreamError(f"{stats.failed} clicks were not delivered (first error: {stats.first_error})")
@@ -251,6 +252,57 @@ def _draw_table(latest: dict[str, dict[str, Any]], seen: int, rows: int = 20) ->
     if sys.stdout.isatty():
         click.echo("\x1b[H\x1b[2J", nl=False)
     click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@log_options
+@env_option("--speed", env="CLICKSTREAM_SPEED", default="max", show_default=True,
+            help="Pace by event time: 1x = as it happened, 60x = an hour per minute, max = no pacing.")
+@env_option("--skip", "skip_events", env="CLICKSTREAM_SKIP", type=int, default=0, show_default=True,
+            help="Skip the first N events (in replay order), to resume by hand.")
+@env_option("--checkpoint", env="CLICKSTREAM_CHECKPOINT", type=click.Path(dir_okay=False),
+            help="File that records how many events are delivered; a rerun resumes after them.")
+@env_option("--topic", env="CLICKSTREAM_CLICKS_TOPIC", help="Target topic (default: clicks).")
+@config_option
+@broker_option
+@env_option("--quiet", "-q", env="CLICKSTREAM_QUIET", is_flag=True, help="No progress bar.")
+def replay(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, id_prefix: str | None, speed: str,
+           skip_events: int, checkpoint: str | None, topic: str | None, config_file: str | None,
+           broker: str | None, quiet: bool) -> None:
+    """Backfill: send LOGS to the clicks topic in event-time order with their original timestamps."""
+    from streams.replay import (Checkpoint, ReplayCounters, count_lines, in_event_time_order, merge_by_time,
+                                pacing, parse_speed, skip)
+
+    if skip_events < 0:
+        raise click.UsageError("--skip must be >= 0")
+    s = settings_from(config_file, broker=broker, clicks_topic=topic)
+    pace = pacing(parse_speed(speed))
+    saved = Checkpoint(checkpoint, [str(Path(p).resolve()) for p in logs])
+    start_at = max(skip_events, saved.load())
+    reports: list[ReadReport] = []
+    counters = ReplayCounters()
+    ordered = [in_event_time_order(iter_logs([path], fmt, mapping, strict,
+                                             f"{id_prefix}-{Path(path).name}" if id_prefix and len(logs) > 1
+                                             else id_prefix, reports), counters) for path in logs]
+    clicks = skip(merge_by_time(ordered) if len(ordered) > 1 else ordered[0], start_at)
+    total = max(0, sum(count_lines(p) for p in logs) - start_at)
+    progress = {"delivered": 0, "saved_at": 0.0}
+
+    def delivered(n: int) -> None:  # the file is written at most once a second, and once at the end
+        progress["delivered"] = n
+        if time.monotonic() - progress["saved_at"] > 1.0:
+            saved.save(start_at + n)
+            progress["saved_at"] = time.monotonic()
+
+    try:
+        _send(s, s.clicks_topic, clicks, pace, total, quiet, "replay", on_delivered=delivered)
+    finally:
+        saved.save(start_at + int(progress["delivered"]))
+        _report_reads(reports)
+        if counters.late:
+            click.echo(f"{counters.late} events were more out of order than the reorder buffer and went late",
+                       err=True)
 
 
 # train / evaluate live with the model; importing them registers the commands (TensorFlow loads lazily)

@@ -112,19 +112,22 @@ Message = tuple[bytes | None, bytes, int | None]  # key, value, timestamp_ms
 
 
 def send_all(settings: Settings, topic: str, messages: Iterable[Message],
-             *, due_s: Callable[[int, int | None], float] | None = None) -> SendStats:
+             *, due_s: Callable[[int, int | None], float] | None = None,
+             on_delivered: Callable[[int], None] | None = None) -> SendStats:
     """Send keyed messages to ``topic`` and wait until all are acknowledged; failures are counted, not lost.
 
     ``due_s(i, timestamp_ms)`` gives the earliest time (seconds after the first send) for message ``i``,
-    for paced sends. Messages are packed into per-partition record batches with aiokafka's compiled batch
+    for paced sends. ``on_delivered(n)`` is told, now and then, that the first n messages are delivered
+    (for checkpoints). Messages are packed into per-partition record batches with aiokafka's compiled batch
     builder and the Java client's murmur2 partitioner (same partition as any other Kafka client): about
     15x the per-message rate of kafka-python's producer on this machine.
     """
-    return asyncio.run(_send_all(settings, topic, messages, due_s))
+    return asyncio.run(_send_all(settings, topic, messages, due_s, on_delivered))
 
 
 async def _send_all(settings: Settings, topic: str, messages: Iterable[Message],
-                    due_s: Callable[[int, int | None], float] | None) -> SendStats:
+                    due_s: Callable[[int, int | None], float] | None,
+                    on_delivered: Callable[[int], None] | None) -> SendStats:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaConnectionError
     from aiokafka.partitioner import murmur2
@@ -140,29 +143,39 @@ async def _send_all(settings: Settings, topic: str, messages: Iterable[Message],
                                 f"`make kafka-up`, or set CLICKSTREAM_BROKER)") from None
     try:
         partitions = sorted(await prod.partitions_for(topic))
-        open_batches: dict[int, tuple[Any, int]] = {}
-        in_flight: list[tuple[asyncio.Future[Any], int]] = []
+        # per partition: (batch, messages in it, index of its first message)
+        open_batches: dict[int, tuple[Any, int, int]] = {}
+        in_flight: list[tuple[asyncio.Future[Any], int, int]] = []
+        appended = 0
+        first_failed = None
 
         async def ship(partition: int) -> None:
-            batch, count = open_batches.pop(partition)
+            batch, count, first = open_batches.pop(partition)
             batch.close()
-            in_flight.append((await prod.send_batch(batch, topic, partition=partition), count))
+            in_flight.append((await prod.send_batch(batch, topic, partition=partition), count, first))
 
         async def ship_all() -> None:
             for partition in list(open_batches):
                 await ship(partition)
 
-        def reap(wait_all: bool = False) -> None:
+        def reap() -> None:
+            nonlocal first_failed
             keep = []
-            for fut, count in in_flight:
+            for fut, count, first in in_flight:
                 if not fut.done():
-                    keep.append((fut, count))
+                    keep.append((fut, count, first))
                 elif fut.exception() is not None:
                     stats.failed += count
                     stats.first_error = stats.first_error or f"{type(fut.exception()).__name__}: {fut.exception()}"
+                    first_failed = first if first_failed is None else min(first_failed, first)
                 else:
                     stats.sent += count
             in_flight[:] = keep
+            if on_delivered is not None:
+                pending = [f for _, _, f in in_flight] + [f for _, _, f in open_batches.values()]
+                if first_failed is not None:
+                    pending.append(first_failed)
+                on_delivered(min(pending, default=appended))
 
         start = time.perf_counter()
         for i, (key, value, ts_ms) in enumerate(messages):
@@ -175,18 +188,19 @@ async def _send_all(settings: Settings, topic: str, messages: Iterable[Message],
                 partition = partitions[i % len(partitions)]
             else:
                 partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-            batch, count = open_batches.get(partition) or (prod.create_batch(), 0)
+            batch, count, first = open_batches.get(partition) or (prod.create_batch(), 0, i)
             if batch.append(key=key, value=value, timestamp=ts_ms) is None:  # full
-                open_batches[partition] = (batch, count)
+                open_batches[partition] = (batch, count, first)
                 await ship(partition)
-                batch, count = prod.create_batch(), 0
+                batch, count, first = prod.create_batch(), 0, i
                 if batch.append(key=key, value=value, timestamp=ts_ms) is None:
                     raise ClickstreamError(f"message {i} ({len(value)} bytes) exceeds the batch size")
-            open_batches[partition] = (batch, count + 1)
-            if len(in_flight) > 256:
+            open_batches[partition] = (batch, count + 1, first)
+            appended = i + 1
+            if len(in_flight) > 64:
                 reap()
         await ship_all()
-        await asyncio.gather(*(fut for fut, _ in in_flight), return_exceptions=True)
+        await asyncio.gather(*(fut for fut, _, _ in in_flight), return_exceptions=True)
         reap()
         stats.elapsed_s = time.perf_counter() - start
     finally:
