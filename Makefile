@@ -33,6 +33,12 @@ test: install kafka-up  ## run every test against the local broker
 test-unit: install  ## tests that need no broker
 	CLICKSTREAM_DATA_DIR=$(DATA_DIR) $(BIN)/pytest -q tests/unit
 
+demo: install  ## install, start the broker, train a model, run the worker, replay clicks, show predictions
+	CLICKSTREAM_DATA_DIR=$(DATA_DIR) deploy/demo.sh
+
+bench: install kafka-up  ## every benchmark (needs a model: make demo or clickstream train); results/ has the figures
+	CLICKSTREAM_DATA_DIR=$(DATA_DIR) $(BIN)/python -m benchmarks all
+
 clean:  ## remove the venv and all local state (broker data included)
 	-$(KAFKA) down
 	rm -rf $(VENV) .state artifacts results

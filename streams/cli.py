@@ -242,13 +242,15 @@ def subscribe(config_file: str | None, broker: str | None, topic: str | None, fr
 def _draw_table(latest: dict[str, dict[str, Any]], seen: int, rows: int = 20) -> None:
     newest = sorted(latest.values(), key=lambda p: p["predicted_at_ms"], reverse=True)[:rows]
     lines = [f"{seen} predictions, {len(latest)} users; newest {len(newest)}:",
-             f"{'user':>14} {'next categories (score)':<44} {'next event':<18} {'buy':>5} {'lag ms':>7}"]
+             f"{'user':>14} {'next categories (score)':<44} {'next event':<18} {'buy':>5} {'made after (ms)':>15}"]
     for p in newest:
         cats = " ".join(f"{c['category_id']}({c['score']:.2f})" for c in p["top_categories"][:3])
         event, prob = max(p["next_event_type"].items(), key=lambda kv: kv[1])
-        lag = p["predicted_at_ms"] - p["event_time_ms"]
+        # replayed history has old event times: show how long after reaching the worker it was made
+        timing = p.get("timing") or {}
+        made_after = timing.get("batch_wait_ms", 0) + timing.get("window_ms", 0) + timing.get("inference_ms", 0)
         lines.append(f"{p['user_id'][:14]:>14} {cats[:44]:<44} {event + f' {prob:.2f}':<18} "
-                     f"{p['purchase_probability']:5.2f} {lag:7d}")
+                     f"{p['purchase_probability']:5.2f} {made_after:15.1f}")
     if sys.stdout.isatty():
         click.echo("\x1b[H\x1b[2J", nl=False)
     click.echo("\n".join(lines))

@@ -96,6 +96,15 @@ def consumer_at(settings: Settings, topic: str, *, from_beginning: bool,
     return consumer
 
 
+def topic_size(settings: Settings, topic: str) -> int:
+    """Records in ``topic``: the sum of its partitions' end offsets."""
+    consumer = consumer_at(settings, topic, from_beginning=False)
+    try:
+        return sum(consumer.end_offsets(list(consumer.assignment())).values())
+    finally:
+        consumer.close()
+
+
 @dataclass
 class SendStats:
     sent: int = 0

@@ -49,3 +49,25 @@ def synthetic_clicks(users: int, events: int, *, seed: int = 0, categories: int 
             "item_id": str(category * 1000 + rng.randrange(50)), "category_id": str(category),
             "event_type": event_type, "event_time_ms": now_ms, "price": None, "user_attributes": {},
         }
+
+
+def write_taobao_csv(path: str, users: int, events: int, seed: int = 0) -> None:
+    """Write synthetic clicks as a Taobao UserBehavior CSV (a log to train and replay without real data)."""
+    behaviour = {"view": "pv", "fav": "fav", "cart": "cart", "purchase": "buy"}
+    start_ms = 1_700_000_000_000
+    with open(path, "w") as f:
+        for c in synthetic_clicks(users, events, seed=seed, start_ms=start_ms):
+            f.write(f"{c['user_id'][1:]},{c['item_id']},{c['category_id']},{behaviour[c['event_type']]},"
+                    f"{c['event_time_ms'] // 1000}\n")
+
+
+if __name__ == "__main__":  # pragma: no cover - used by deploy/demo.sh
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write synthetic shoppers' clicks as a Taobao-format CSV.")
+    parser.add_argument("out")
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    write_taobao_csv(args.out, args.users, args.events, args.seed)

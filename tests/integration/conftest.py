@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 
-from streams.kafka_clients import consumer_at
+from streams.kafka_clients import consumer_at, topic_size
 from streams.settings import Settings
 from tests.conftest import REPO
 
@@ -113,15 +113,6 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[An
     finally:
         consumer.close()
     return records
-
-
-def topic_size(settings: Settings, topic: str) -> int:
-    """Number of records in ``topic`` (sum of end offsets)."""
-    consumer = consumer_at(settings, topic, from_beginning=False)
-    try:
-        return sum(consumer.end_offsets(list(consumer.assignment())).values())
-    finally:
-        consumer.close()
 
 
 def sample_clicks(n: int, prefix: str) -> list[dict[str, Any]]:

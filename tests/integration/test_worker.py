@@ -14,7 +14,7 @@ from streams.kafka_clients import ensure_topics, send_all
 from streams.processing import check_click
 from streams.settings import Settings
 from tests.integration.conftest import read_all, sample_clicks
-from tests.integration.worker import (Worker, as_tuple, changelog_windows, expected_windows,
+from tests.integration.worker import (worker_for, as_tuple, changelog_windows, expected_windows,
                                       predictions_by_event)
 
 CLICK = AvroCodec("click")
@@ -30,15 +30,16 @@ def produce(settings: Settings, clicks: list[dict], keyed: bool = True) -> None:
 
 def test_clean_run_one_prediction_per_click(settings: Settings, worker_model: Path, tmp_path: Path) -> None:
     clicks = sample_clicks(10_000, f"clean-{settings.app_id}")
-    worker = Worker(settings, worker_model, tmp_path / "state").start()
+    worker = worker_for(settings, worker_model, tmp_path / "state")
     try:
+        worker.start()
         produce(settings, clicks[:9_000])
         produce(settings, clicks[9_000:], keyed=False)  # unkeyed clicks are re-keyed by user id
         found = predictions_by_event(settings, (c["event_id"] for c in clicks))
         time.sleep(3)  # anything duplicated would arrive by now
         found = predictions_by_event(settings, (c["event_id"] for c in clicks), timeout_s=60)
     finally:
-        worker.kill(signal.SIGTERM)
+        worker.stop(signal.SIGTERM)
     assert all(len(p) == 1 for p in found.values()), "a clean run predicts every click exactly once"
     assert len(found) == 10_000
     vocabulary = set(json.loads((worker_model / "manifest.json").read_text())["features"]["categories"])
@@ -58,15 +59,18 @@ def test_clean_run_one_prediction_per_click(settings: Settings, worker_model: Pa
 
 def test_kill_9_and_restart_loses_nothing(settings: Settings, worker_model: Path, tmp_path: Path) -> None:
     clicks = sample_clicks(10_000, f"crash-{settings.app_id}")
-    worker = Worker(settings, worker_model, tmp_path / "state", "first").start()
-    produce(settings, clicks)
-    predictions_by_event(settings, (c["event_id"] for c in clicks[:2_000]))  # mid-stream
-    worker.kill(signal.SIGKILL)
-    restarted = Worker(settings, worker_model, tmp_path / "state", "second").start()
+    worker = worker_for(settings, worker_model, tmp_path / "state", "first")
+    restarted = worker_for(settings, worker_model, tmp_path / "state", "second")
     try:
+        worker.start()
+        produce(settings, clicks)
+        predictions_by_event(settings, (c["event_id"] for c in clicks[:2_000]))  # mid-stream
+        worker.stop(signal.SIGKILL)
+        restarted.start()
         found = predictions_by_event(settings, (c["event_id"] for c in clicks))
     finally:
-        restarted.kill(signal.SIGTERM)
+        worker.stop(signal.SIGKILL)
+        restarted.stop(signal.SIGTERM)
     assert set(found) >= {c["event_id"] for c in clicks}
     duplicates = sum(len(p) - 1 for p in found.values())
     print(f"duplicates after kill -9: {duplicates}")
@@ -106,8 +110,9 @@ def test_bad_input_goes_to_dead_letters_and_valid_clicks_are_all_predicted(
     messages = [(c["user_id"].encode(), CLICK.encode(c), c["event_time_ms"]) for c in clicks]
     messages += [(b"fuzz", data, None) for data in bad]
     rng.shuffle(messages)
-    worker = Worker(settings, worker_model, tmp_path / "state").start()
+    worker = worker_for(settings, worker_model, tmp_path / "state")
     try:
+        worker.start()
         ensure_topics(settings, [settings.clicks_topic])
         assert send_all(settings, settings.clicks_topic, messages).failed == 0
         found = predictions_by_event(settings, (c["event_id"] for c in clicks))
@@ -115,7 +120,7 @@ def test_bad_input_goes_to_dead_letters_and_valid_clicks_are_all_predicted(
         while len(dead := read_all(settings, settings.dead_letter_topic)) < 1_000 and time.monotonic() < deadline:
             time.sleep(1)
     finally:
-        worker.kill(signal.SIGTERM)
+        worker.stop(signal.SIGTERM)
     assert set(found) == {c["event_id"] for c in clicks}
     assert sorted(r.value for r in dead) == sorted(bad)
     headers = dict(dead[0].headers)
@@ -126,18 +131,20 @@ def test_bad_input_goes_to_dead_letters_and_valid_clicks_are_all_predicted(
 def test_second_worker_takes_over_with_windows_from_the_changelog(
         settings: Settings, worker_model: Path, tmp_path: Path) -> None:
     clicks = sample_clicks(8_000, f"pair-{settings.app_id}")
-    first = Worker(settings, worker_model, tmp_path / "a" / "state", "a").start()
-    second = Worker(settings, worker_model, tmp_path / "b" / "state", "b").start()
+    first = worker_for(settings, worker_model, tmp_path / "a" / "state", "a")
+    second = worker_for(settings, worker_model, tmp_path / "b" / "state", "b")
     try:
+        first.start()
+        second.start()
         produce(settings, clicks[:4_000])
         predictions_by_event(settings, (c["event_id"] for c in clicks[:4_000]))
         assert "clicks" in first.log() and "clicks" in second.log()
-        first.kill(signal.SIGTERM)  # stopped mid-run: the survivor takes its partitions over
+        first.stop(signal.SIGTERM)  # stopped mid-run: the survivor takes its partitions over
         produce(settings, clicks[4_000:])
         found = predictions_by_event(settings, (c["event_id"] for c in clicks))
     finally:
-        first.kill(signal.SIGKILL)
-        second.kill(signal.SIGTERM)
+        first.stop(signal.SIGKILL)
+        second.stop(signal.SIGTERM)
     assert set(found) >= {c["event_id"] for c in clicks}
     # the survivor continued the first worker's users from their recovered windows
     expected = expected_windows(clicks, 50)

@@ -1,11 +1,7 @@
 """Helpers to run real `faust -A streams.app worker` processes against the local broker in tests."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,53 +9,17 @@ from typing import Any
 from schemas.codec import AvroCodec
 from streams.settings import Settings
 from streams.window import UserWindow
-from tests.conftest import REPO
+from streams.worker_process import WorkerProcess, worker_env
 from tests.integration.conftest import consume_until, read_all
 
-FAUST = str(Path(sys.executable).parent / "faust")
 PREDICTION = AvroCodec("prediction")
+TEST_SHAPES = {"predictor_batch_sizes": (64, 512), "predictor_lengths": (16,), "inference_threads": 1}
 
 
-def worker_env(settings: Settings, model_dir: Path, state_dir: Path) -> dict[str, str]:
-    return {**os.environ, "CLICKSTREAM_BROKER": settings.broker, "CLICKSTREAM_APP_ID": settings.app_id,
-            "CLICKSTREAM_CLICKS_TOPIC": settings.clicks_topic, "CLICKSTREAM_PREDICTIONS_TOPIC": settings.predictions_topic,
-            "CLICKSTREAM_DEAD_LETTER_TOPIC": settings.dead_letter_topic, "CLICKSTREAM_PARTITIONS": str(settings.partitions),
-            "CLICKSTREAM_MODEL_DIR": str(model_dir), "CLICKSTREAM_DATA_DIR_WORKER": str(state_dir),
-            "CLICKSTREAM_PREDICTOR_BATCH_SIZES": "64,512", "CLICKSTREAM_PREDICTOR_LENGTHS": "16",
-            "CLICKSTREAM_INFERENCE_THREADS": "1"}
-
-
-class Worker:
-    """One worker process; its output goes to a log file that tests print when they fail."""
-
-    def __init__(self, settings: Settings, model_dir: Path, state_dir: Path, name: str = "worker") -> None:
-        state_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = state_dir.parent / f"{name}.log"
-        self.env = worker_env(settings, model_dir, state_dir)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 120.0) -> Worker:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([FAUST, "-A", "streams.app", "worker", "-l", "info", "--without-web"], cwd=REPO,
-                                        env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while "shapes warmed" not in self.log():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{self.log()[-4000:]}")
-            time.sleep(0.5)
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self, sig: int = signal.SIGKILL, timeout_s: float = 60.0) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def worker_for(settings: Settings, model_dir: Path, state_dir: Path, name: str = "worker") -> WorkerProcess:
+    """A worker process of these test settings, with few predictor shapes so that it starts quickly."""
+    s = dataclasses.replace(settings, **TEST_SHAPES)
+    return WorkerProcess(worker_env(s, model_dir, state_dir), state_dir.parent / f"{name}.log")
 
 
 def predictions_by_event(settings: Settings, event_ids: Iterable[str], timeout_s: float = 180.0) -> dict[str, list[dict]]:

@@ -1,0 +1,73 @@
+"""Shared by the benchmarks: results files, charts, the model to measure, machine facts."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(os.environ.get("CLICKSTREAM_RESULTS_DIR", "results"))
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **data}, indent=1))
+    print(f"results: {path}")
+    return path
+
+
+def bar_chart(path: Path, title: str, labels: list[str], values: list[float], ylabel: str,
+              log: bool = False) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels)), 4))
+    bars = ax.bar(labels, values, color=[f"C{i % 10}" for i in range(len(labels))])
+    ax.bar_label(bars, [f"{v:,.0f}" if v >= 10 else f"{v:.2f}" for v in values], fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"chart: {path}")
+
+
+def model_dir(explicit: str | None) -> Path:
+    """The artifact to measure: the given one, else artifacts/model (``make demo`` or ``clickstream train``)."""
+    path = Path(explicit or os.environ.get("CLICKSTREAM_MODEL_DIR", "artifacts/model"))
+    if not (path / "manifest.json").exists():
+        raise SystemExit(f"no model artifact at {path}: train one first (clickstream train LOG --out {path})")
+    return path
+
+
+def table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header, *[[f"{c:,.1f}" if isinstance(c, float) else str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells)
+
+
+def run_settings(prefix: str) -> Any:
+    """The user's settings with topics and app id of this run alone (``<prefix>-<topic>-<run>``)."""
+    import dataclasses
+    import uuid
+
+    from streams.settings import load_settings
+
+    run = uuid.uuid4().hex[:8]
+    return dataclasses.replace(load_settings(), clicks_topic=f"{prefix}-clicks-{run}",
+                               predictions_topic=f"{prefix}-out-{run}", dead_letter_topic=f"{prefix}-dead-{run}",
+                               app_id=f"{prefix}-{run}")

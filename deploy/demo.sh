@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The demo (`make demo`): local broker, a trained model, the worker, a replay, and predictions arriving.
+# Ctrl-C stops everything this script started. Environment: CLICKSTREAM_DATA_DIR (real samples), DEMO_SPEED.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+STATE=.state/demo
+MODEL=${CLICKSTREAM_MODEL_DIR:-artifacts/model}
+SPEED=${DEMO_SPEED:-3600x}
+mkdir -p "$STATE"
+export CLICKSTREAM_MODEL_DIR=$MODEL
+
+started_kafka=0
+deploy/kafka/kafka.sh status >/dev/null 2>&1 || started_kafka=1
+deploy/kafka/kafka.sh up
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo
+  echo "demo: stopping what it started"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [[ $started_kafka == 1 ]]; then deploy/kafka/kafka.sh down; fi
+}
+trap cleanup INT TERM EXIT
+
+sample=${CLICKSTREAM_DATA_DIR:-../shared/data}/taobao/UserBehavior-sample.csv
+if [[ -f $sample ]]; then
+  log=$sample
+  echo "demo: using the real Taobao sample $log"
+else
+  log=$STATE/synthetic.csv
+  echo "demo: no real sample found (set CLICKSTREAM_DATA_DIR); generating synthetic shoppers in $log"
+  [[ -f $log ]] || $BIN/python -m streams.synthetic "$log" --users 2000 --events 150000
+fi
+if [[ ! -f $MODEL/manifest.json ]]; then
+  echo "demo: training a model into $MODEL (a few minutes on 2 cores)"
+  $BIN/clickstream train "$log" --format taobao --out "$MODEL"
+fi
+$BIN/clickstream topics
+echo "demo: starting the worker (log: $STATE/worker.log)"
+$BIN/faust -A streams.app worker -l info --without-web >"$STATE/worker.log" 2>&1 &
+pids+=($!)
+until grep -q "shapes warmed" "$STATE/worker.log"; do
+  if ! kill -0 "${pids[0]}" 2>/dev/null; then tail -20 "$STATE/worker.log"; exit 1; fi
+  sleep 1
+done
+echo "demo: replaying $log at $SPEED (log: $STATE/replay.log); predictions follow, Ctrl-C to stop"
+$BIN/clickstream replay "$log" --format taobao --speed "$SPEED" --id-prefix "demo-$(date +%s)" -q \
+  >"$STATE/replay.log" 2>&1 &
+pids+=($!)
+$BIN/clickstream subscribe --table

@@ -1,0 +1,70 @@
+"""Run `faust -A streams.app worker` as a child process and wait until it serves (tests, benchmarks)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from streams.settings import Settings
+
+FAUST = str(Path(sys.executable).parent / "faust")
+READY_LINE = "shapes warmed"  # logged by the agent once the predictor is loaded and warm
+REPO = Path(__file__).resolve().parent.parent
+
+
+def worker_env(settings: Settings, model_dir: Path, state_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment that points a worker at these settings (everything else from os.environ)."""
+    env = {**os.environ, "CLICKSTREAM_BROKER": settings.broker, "CLICKSTREAM_APP_ID": settings.app_id,
+           "CLICKSTREAM_CLICKS_TOPIC": settings.clicks_topic,
+           "CLICKSTREAM_PREDICTIONS_TOPIC": settings.predictions_topic,
+           "CLICKSTREAM_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+           "CLICKSTREAM_PARTITIONS": str(settings.partitions), "CLICKSTREAM_MODEL_DIR": str(model_dir),
+           "CLICKSTREAM_DATA_DIR_WORKER": str(state_dir),
+           "CLICKSTREAM_PREDICTOR_BATCH_SIZES": ",".join(map(str, settings.predictor_batch_sizes)),
+           "CLICKSTREAM_PREDICTOR_LENGTHS": ",".join(map(str, settings.predictor_lengths)),
+           "CLICKSTREAM_INFERENCE_THREADS": str(settings.inference_threads),
+           "CLICKSTREAM_BATCH_MAX": str(settings.batch_max),
+           "CLICKSTREAM_BATCH_WITHIN_MS": str(settings.batch_within_ms)}
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """One worker process; its output goes to ``<state_dir>/../<name>.log``."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, app: str = "streams.app") -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path, self.env, self.app = log_path, env, app
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 180.0, ready_line: str = READY_LINE) -> WorkerProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([FAUST, "-A", self.app, "worker", "-l", "info", "--without-web"],
+                                            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while ready_line not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop(signal.SIGKILL)
+                raise RuntimeError(f"worker did not start:\n{self.log()[-4000:]}")
+            time.sleep(0.3)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60.0) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
