@@ -27,4 +27,4 @@ async def forward(stream: faust.StreamT) -> None:
     log.info("shapes warmed: passthrough ready")  # the line the benchmark waits for
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         for event in events:
-            await out.send(key=event.message.key, value=event.message.value)
+            await app.producer.send(out.get_topic_name(), event.message.key, event.message.value, None, None, None)

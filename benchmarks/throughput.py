@@ -75,6 +75,7 @@ async def aiokafka_passthrough(s: Settings, source: str, target: str, count: int
     producer = AIOKafkaProducer(**s.aiokafka_config(), acks="all", linger_ms=5, max_batch_size=512 * 1024)
     await consumer.start()
     await producer.start()
+    await producer.partitions_for(target)  # metadata of the target before the first batch
     try:
         seen, futures, start = 0, [], None
         while seen < count:
@@ -103,8 +104,9 @@ def predict_per_click(model: Path, clicks: list[dict[str, Any]], window: int) ->
     import keras
     import numpy as np
 
-    from model.features import FeatureSpec, encode_windows, window_index
+    import model.network  # noqa: F401  (registers the custom layers that load_model needs)
     from model.artifact import read_manifest
+    from model.features import FeatureSpec, encode_windows, window_index
     from streams.window import EVENT_TYPE_CODE
 
     spec = FeatureSpec.from_json(read_manifest(model)["features"])
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None, name: str = "throughput") -> None:
                               "model": str(model), "worker": ours,
                               "state_bytes_per_user": ours["state_bytes"] / users}
     if not args.skip_ceilings:
+        ensure_topics(s, [f"bench-raw-{run}"])
         raw_s = asyncio.run(aiokafka_passthrough(s, s.clicks_topic, f"bench-raw-{run}", len(clicks)))
         faust_s = dataclasses.replace(s, predictions_topic=f"bench-faust-{run}", app_id=f"bench-faust-{run}")
         ensure_topics(faust_s, [faust_s.predictions_topic])

@@ -15,6 +15,7 @@ index (0 = padding), and nine step features:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -64,8 +65,7 @@ class FeatureSpec:
         return np.asarray(["", "", *self.categories], dtype=object)
 
     def category_index(self, raw_ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        get = self._index.get
-        return np.fromiter((get(c, OOV) for c in raw_ids), dtype=np.int32, count=len(raw_ids))
+        return np.fromiter(map(self._index.get, raw_ids, itertools.repeat(OOV)), dtype=np.int32, count=len(raw_ids))
 
     def to_json(self) -> dict[str, Any]:
         return {"categories": list(self.categories), "event_types": list(self.event_types),

@@ -130,7 +130,7 @@ class Predictor:
         return cats, types, float(prior["purchase_probability"])
 
     def predict(self, windows: Sequence[Window]) -> BatchPrediction:
-        """Predict every window in one call (split into chunks of the largest batch bucket)."""
+        """Predict every window in one call: grouped by length bucket, in chunks of the largest batch size."""
         start = time.perf_counter()
         n = len(windows)
         lengths = np.fromiter((min(len(w.categories), self.window_length) for w in windows), np.int64, n)
@@ -138,12 +138,15 @@ class Predictor:
         n_types = len(self.spec.event_types)
         types = np.zeros((n, n_types), dtype=np.float32)
         purchase = np.zeros(n, dtype=np.float32)
-        nonempty = np.flatnonzero(lengths > 0)
+        # each length bucket runs on its own: short windows never pay for the longest one in the batch
+        bucket_of = np.searchsorted(np.asarray(self.lengths), lengths)
         largest = self.batch_sizes[-1]
-        for chunk_start in range(0, len(nonempty), largest):
-            rows = nonempty[chunk_start: chunk_start + largest]
-            self._predict_rows([windows[i] for i in rows], rows, lengths[rows], top, types, purchase)
-        if len(nonempty) < n:
+        for bucket in np.unique(bucket_of[lengths > 0]):
+            rows = np.flatnonzero((bucket_of == bucket) & (lengths > 0))
+            for chunk_start in range(0, len(rows), largest):
+                chunk = rows[chunk_start: chunk_start + largest]
+                self._predict_rows([windows[i] for i in chunk], chunk, lengths[chunk], top, types, purchase)
+        if (lengths == 0).any():
             prior_cats, prior_types, prior_purchase = self._prior
             for i in np.flatnonzero(lengths == 0):
                 top[i] = list(prior_cats)
