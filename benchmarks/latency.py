@@ -12,7 +12,7 @@ import numpy as np
 
 from benchmarks.common import RESULTS, model_dir, run_settings, table, write_results
 from schemas.codec import AvroCodec
-from streams.kafka_clients import ensure_topics
+from streams.kafka_clients import ensure_topics, topic_size
 from streams.settings import Settings
 from streams.synthetic import synthetic_clicks
 from streams.worker_process import WorkerProcess, worker_env
@@ -81,14 +81,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each rate")
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--model", help="artifact folder (default: artifacts/model)")
+    parser.add_argument("--drain-timeout-s", type=float, default=180.0,
+                        help="longest wait for the worker to catch up before the next rate")
     args = parser.parse_args(argv)
     model = model_dir(args.model)
     s = run_settings("lat")
     ensure_topics(s, [s.clicks_topic, s.predictions_topic, s.dead_letter_topic])
     state = Path(".state/bench") / s.app_id
     worker = WorkerProcess(worker_env(s, model, state / "data"), state / "worker.log").start()
+    results, sent = [], 0
     try:
-        results = [asyncio.run(one_rate(s, int(r), args.seconds, args.users)) for r in args.rates.split(",")]
+        for r in args.rates.split(","):
+            results.append(asyncio.run(one_rate(s, int(r), args.seconds, args.users)))
+            sent += results[-1]["sent"]
+            drained = time.monotonic() + args.drain_timeout_s  # a backlog must not spill into the next rate
+            while topic_size(s, s.predictions_topic) < sent and time.monotonic() < drained:
+                time.sleep(1)
     finally:
         worker.stop()
     print(table([[r["rate"], r["achieved_rate"], r["received"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"],

@@ -8,7 +8,6 @@ are not in the vocabulary, while the generating part learns transitions and popu
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import keras

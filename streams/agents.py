@@ -12,10 +12,9 @@ from faust.streams import _current_event
 
 from schemas.codec import AvroCodec
 from streams.app import app, settings
-from streams.processing import check_click, prediction_records, update_windows
+from streams.processing import check_click, prediction_records, stale_keys, update_windows
 from streams.topics import (click_sources, dead_letter_topic, predictions_topic, rekeyed_clicks_topic,
                             user_to_window)
-from streams.window import UserWindow
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +68,7 @@ async def predict_next_intent(stream: Any) -> None:
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         started = time.monotonic()
         now_ms = int(time.time() * 1000)
+        counters["clicks"] += len(events)
         clicks, received, last_event = [], [], {}
         for event in events:
             message = event.message
@@ -105,7 +105,6 @@ async def predict_next_intent(stream: Any) -> None:
         records = prediction_records(clicks, batch, predictor.version, int(time.time() * 1000), timing)
         for click, record in zip(clicks, records):
             await send(predictions_topic, click["user_id"].encode(), prediction_codec.encode(record))
-        counters["clicks"] += len(events)
         counters["predictions"] += len(records)
         counters["batches"] += 1
 
@@ -115,9 +114,7 @@ async def expire_idle_windows() -> None:
     """Delete the windows of users idle longer than the TTL (in event time, so backfills expire too)."""
     if not stream_time_ms:
         return
-    horizon = stream_time_ms - settings.window_ttl_s * 1000
-    stale = [key for key, value in user_to_window.items() if value is not None and
-             UserWindow.newest_ms_of(value) < horizon]
+    stale = stale_keys(user_to_window.items(), stream_time_ms, settings.window_ttl_s * 1000)
     for key in stale:
         del user_to_window[key]
     counters["expired"] += len(stale)

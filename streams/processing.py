@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -85,3 +85,9 @@ def prediction_records(clicks: Sequence[dict[str, Any]], batch: Any, model_versi
             "window_length": int(batch.window_lengths[i]), "timing": timing[i],
         })
     return records
+
+
+def stale_keys(items: Iterable[tuple[bytes, bytes | None]], stream_time_ms: int, ttl_ms: int) -> list[bytes]:
+    """Keys of packed windows whose newest event is older than ``ttl_ms`` before ``stream_time_ms``."""
+    horizon = stream_time_ms - ttl_ms
+    return [key for key, value in items if value is not None and UserWindow.newest_ms_of(value) < horizon]

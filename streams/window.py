@@ -3,7 +3,8 @@
 Layout (little-endian): version (B), event count n (B), flags (B), base time ms (q), then n time deltas
 (I, ms after the base; q absolute times when the window spans more than 49 days), n event type codes (b),
 n event-id checksums (I, crc32: a re-delivered event is recognised), n category slots (B) into the distinct
-raw category ids that follow, joined by 0x1f. A 50-event window of a typical shopper takes ~500 bytes.
+raw category ids that follow, joined by 0x1f. A 50-event window takes 558 bytes with 6 distinct categories
+(7-digit ids), 910 bytes with 50.
 Raw category ids are kept, so a new model version can use old windows.
 """
 from __future__ import annotations

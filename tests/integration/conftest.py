@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 
-from streams.kafka_clients import consumer_at, topic_size
+from streams.kafka_clients import consumer_at
 from streams.settings import Settings
 from tests.conftest import REPO
 

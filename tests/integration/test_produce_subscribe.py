@@ -8,10 +8,10 @@ from click.testing import CliRunner
 
 from schemas.codec import AvroCodec
 from streams.cli import main
-from streams.kafka_clients import ensure_topics, send_all
+from streams.kafka_clients import ensure_topics, send_all, topic_size
 from streams.settings import Settings
 from streams.synthetic import synthetic_clicks
-from tests.integration.conftest import consume, topic_size
+from tests.integration.conftest import consume
 
 CLICK = AvroCodec("click")
 

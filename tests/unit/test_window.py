@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from schemas.codec import AvroCodec
 from streams.errors import DecodeError
-from streams.processing import check_click, update_windows
+from streams.processing import check_click, stale_keys, update_windows
 from streams.window import UserWindow
 
 NOW_MS = 1_700_000_000_000
@@ -95,3 +95,14 @@ def test_update_windows_snapshots_each_click_and_skips_redelivered_ones() -> Non
     snapshots, windows = update_windows([make(event_id="d", category_id="w", event_time_ms=NOW_MS + 5),
                                          make(event_id="e", user_id="v")], store.get, max_events=50)
     assert list(snapshots[0].categories) == ["x", "y", "w"] and list(snapshots[1].categories) == ["c"]
+
+
+def test_idle_windows_expire_by_event_time() -> None:
+    def packed(newest_ms: int) -> bytes:
+        w = UserWindow.empty()
+        w.add("e", "c", "view", newest_ms, 50)
+        return w.pack()
+
+    day = 86_400_000
+    items = [(b"active", packed(NOW_MS - day)), (b"idle", packed(NOW_MS - 8 * day)), (b"gone", None)]
+    assert stale_keys(items, stream_time_ms=NOW_MS, ttl_ms=7 * day) == [b"idle"]
