@@ -30,7 +30,9 @@ def load_clicks(count: int, users: int, synthetic: bool, run: str) -> list[dict[
 
     data = Path(os.environ.get("CLICKSTREAM_DATA_DIR", "../shared/data")) / "taobao" / "UserBehavior-sample.csv"
     if synthetic or not data.is_file():
-        return list(synthetic_clicks(users, count, seed=1, id_prefix=run, start_ms=int(time.time() * 1000) - count))
+        # ~51 ms of event time per click: start far enough back that the last click is not in the future
+        # (the broker refuses timestamps more than an hour ahead)
+        return list(synthetic_clicks(users, count, seed=1, id_prefix=run, start_ms=int(time.time() * 1000) - 60 * count))
     clicks: list[dict[str, Any]] = []
     for lap in itertools.count():
         for c in read_log(data, "taobao", id_prefix=f"{run}-{lap}"):
@@ -104,7 +106,7 @@ def predict_per_click(model: Path, clicks: list[dict[str, Any]], window: int) ->
     import keras
     import numpy as np
 
-    import model.network  # noqa: F401  (registers the custom layers that load_model needs)
+    from model import network as _registers_custom_layers  # noqa: F401  (load_model needs them)
     from model.artifact import read_manifest
     from model.features import FeatureSpec, encode_windows, window_index
     from streams.window import EVENT_TYPE_CODE
@@ -148,6 +150,8 @@ def main(argv: list[str] | None = None, name: str = "throughput") -> None:
     ensure_topics(s, [s.clicks_topic])
     codec = AvroCodec("click")
     sent = send_all(s, s.clicks_topic, [(c["user_id"].encode(), codec.encode(c), c["event_time_ms"]) for c in clicks])
+    if sent.failed:
+        raise SystemExit(f"{sent.failed:,} clicks were not accepted by the broker: {sent.first_error}")
     print(f"pre-loaded {sent.sent:,} clicks of {users:,} users into {s.clicks_topic} ({sent.rate:,.0f}/s)")
 
     ours = run_worker(s, model, len(clicks), "streams.app", "worker", args.timeout_s)
