@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from schemas.codec import AvroCodec
-from streams.kafka_clients import ensure_topics, send_all
+from streams.kafka_clients import ensure_topics, send_all, topic_size
 from streams.processing import check_click
 from streams.settings import Settings
 from tests.integration.conftest import read_all, sample_clicks
@@ -54,7 +54,8 @@ def test_clean_run_one_prediction_per_click(settings: Settings, worker_model: Pa
         assert all(t["category_id"] in vocabulary | user_categories[c["user_id"]] for t in p["top_categories"])
         assert abs(sum(p["next_event_type"].values()) - 1.0) < 1e-3
         assert p["timing"]["batch_size"] >= 1
-    assert "rekeyed 1000" in worker.log() or "rekeyed" in worker.log()
+    # the 1,000 unkeyed clicks went round once through the rekeyed topic, keyed by user id
+    assert topic_size(settings, f"{settings.app_id}-clicks-rekeyed") == 1_000
 
 
 def test_kill_9_and_restart_loses_nothing(settings: Settings, worker_model: Path, tmp_path: Path) -> None:
