@@ -22,6 +22,12 @@ from streams.settings import Settings
 BOOTSTRAP_TIMEOUT_MS = 5000
 
 
+def unreachable(settings: Settings) -> BrokerUnavailable:
+    """The one error for a broker that does not answer, whichever client found out."""
+    return BrokerUnavailable(f"no Kafka broker answered at {settings.broker} (start one with `make kafka-up`, "
+                             f"or set CLICKSTREAM_BROKER)")
+
+
 @contextlib.contextmanager
 def broker_errors(settings: Settings) -> Iterator[None]:
     """Turn the client's bootstrap timeout into one clear BrokerUnavailable."""
@@ -29,9 +35,7 @@ def broker_errors(settings: Settings) -> Iterator[None]:
         yield
     except KafkaTimeoutError as exc:
         if "bootstrap" in str(exc).lower():
-            raise BrokerUnavailable(
-                f"no Kafka broker answered at {settings.broker} (start one with `make kafka-up`, "
-                f"or set CLICKSTREAM_BROKER)") from None
+            raise unreachable(settings) from None
         raise
 
 
@@ -148,8 +152,7 @@ async def _send_all(settings: Settings, topic: str, messages: Iterable[Message],
         await prod.start()
     except KafkaConnectionError:
         await prod.stop()
-        raise BrokerUnavailable(f"no Kafka broker answered at {settings.broker} (start one with "
-                                f"`make kafka-up`, or set CLICKSTREAM_BROKER)") from None
+        raise unreachable(settings) from None
     try:
         partitions = sorted(await prod.partitions_for(topic))
         # per partition: (batch, messages in it, index of its first message)
