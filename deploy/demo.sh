@@ -33,7 +33,8 @@ else
   echo "demo: no real sample found (set CLICKSTREAM_DATA_DIR); generating synthetic shoppers in $log"
   [[ -f $log ]] || $BIN/python -m streams.synthetic "$log" --users 2000 --events 150000
 fi
-if [[ ! -f $MODEL/manifest.json ]]; then
+if ! $BIN/python -c "import sys; from model.artifact import read_manifest; read_manifest(sys.argv[1])" "$MODEL" \
+    2>/dev/null; then  # missing, or written by an older version of the code
   echo "demo: training a model into $MODEL (a few minutes on 2 cores)"
   $BIN/clickstream train "$log" --format taobao --out "$MODEL"
 fi

@@ -13,7 +13,7 @@ from streams.errors import ModelError
 
 WEIGHTS = "model.keras"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: event type and purchase heads read a window summary
 
 
 def weights_digest(path: Path) -> str:
@@ -43,7 +43,7 @@ def read_manifest(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from None
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"{path}: artifact format {manifest.get('format_version')}, this code reads "
-                         f"{FORMAT_VERSION}")
+                         f"{FORMAT_VERSION} (retrain: clickstream train LOG... --out {root})")
     weights = root / WEIGHTS
     if not weights.is_file():
         raise ModelError(f"{weights} is missing")

@@ -5,7 +5,10 @@ import sys
 from pathlib import Path
 import click
 
+from model.config import TrainConfig
 from streams.cli import env_option, log_options, main
+
+DEFAULTS = TrainConfig()
 
 
 @main.command()
@@ -13,23 +16,27 @@ from streams.cli import env_option, log_options, main
 @log_options
 @env_option("--out", env="CLICKSTREAM_MODEL_DIR", default="artifacts/model", show_default=True,
             type=click.Path(file_okay=False), help="Artifact folder to write.")
-@env_option("--window-length", env="CLICKSTREAM_WINDOW_LENGTH", type=int, default=50, show_default=True,
-            help="Events per window (N).")
-@env_option("--units", env="CLICKSTREAM_LSTM_UNITS", type=int, default=64, show_default=True,
-            help="LSTM units.")
-@env_option("--layers", env="CLICKSTREAM_LSTM_LAYERS", type=int, default=1, show_default=True,
-            help="Stacked LSTM layers.")
-@env_option("--dropout", env="CLICKSTREAM_DROPOUT", type=float, default=0.1, show_default=True,
-            help="Dropout on the LSTM inputs and its final state.")
-@env_option("--epochs", env="CLICKSTREAM_EPOCHS", type=int, default=12, show_default=True,
+@env_option("--window-length", env="CLICKSTREAM_WINDOW_LENGTH", type=int,
+            default=DEFAULTS.window_length, show_default=True, help="Events per window (N).")
+@env_option("--units", env="CLICKSTREAM_LSTM_UNITS", type=int,
+            default=DEFAULTS.lstm_units, show_default=True, help="LSTM units.")
+@env_option("--layers", env="CLICKSTREAM_LSTM_LAYERS", type=int,
+            default=DEFAULTS.lstm_layers, show_default=True, help="Stacked LSTM layers.")
+@env_option("--dropout", env="CLICKSTREAM_DROPOUT", type=float,
+            default=DEFAULTS.dropout, show_default=True, help="Dropout on the LSTM inputs and its final state.")
+@env_option("--epochs", env="CLICKSTREAM_EPOCHS", type=int,
+            default=DEFAULTS.epochs, show_default=True,
             help="Most epochs; early stopping on the validation loss usually ends sooner.")
-@env_option("--batch-size", env="CLICKSTREAM_BATCH_SIZE", type=int, default=512, show_default=True,
-            help="Training batch size.")
-@env_option("--test-fraction", env="CLICKSTREAM_TEST_FRACTION", type=float, default=0.2, show_default=True,
+@env_option("--batch-size", env="CLICKSTREAM_BATCH_SIZE", type=int,
+            default=DEFAULTS.batch_size, show_default=True, help="Training batch size.")
+@env_option("--test-fraction", env="CLICKSTREAM_TEST_FRACTION", type=float,
+            default=DEFAULTS.test_fraction, show_default=True,
             help="Last part of the time range held out for evaluation.")
-@env_option("--val-fraction", env="CLICKSTREAM_VAL_FRACTION", type=float, default=0.1, show_default=True,
+@env_option("--val-fraction", env="CLICKSTREAM_VAL_FRACTION", type=float,
+            default=DEFAULTS.val_fraction, show_default=True,
             help="Part of the time range before the test part, for early stopping.")
-@env_option("--seed", env="CLICKSTREAM_SEED", type=int, default=0, show_default=True,
+@env_option("--seed", env="CLICKSTREAM_SEED", type=int,
+            default=DEFAULTS.seed, show_default=True,
             help="Seed of every random choice: same data + same seed = same model.")
 @env_option("--tensorboard", env="CLICKSTREAM_TENSORBOARD", is_flag=True,
             help="Also write TensorBoard logs to OUT/tensorboard.")
@@ -37,7 +44,6 @@ def train(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, id
           window_length: int, units: int, layers: int, dropout: float, epochs: int, batch_size: int,
           test_fraction: float, val_fraction: float, seed: int, tensorboard: bool) -> None:
     """Train the next-intent LSTM on LOGS (time split: train on the earlier part) and write an artifact."""
-    from model.train import TrainConfig
     from model.train import train as run
 
     config = TrainConfig(window_length=window_length, lstm_units=units, lstm_layers=layers, dropout=dropout,

@@ -1,4 +1,4 @@
-"""The network's hyper-parameters, importable without TensorFlow."""
+"""The network's and the training's hyper-parameters, importable without TensorFlow (the CLI's defaults)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,17 +7,27 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """Hyper-parameters of the network; stored in the manifest, never re-guessed at load."""
+    """Hyper-parameters of the network; stored in the manifest, never re-guessed at load.
+
+    Training fills it from the fitted vocabulary and the :class:`TrainConfig` fields of the same names.
+    """
 
     n_categories: int
     n_event_types: int
-    window_length: int = 50
+    window_length: int
+    lstm_units: int
+    lstm_layers: int
+    dropout: float
+    purchase_horizon: int
     category_dim: int = 48
     event_type_dim: int = 8
-    lstm_units: int = 64
-    lstm_layers: int = 1
-    dropout: float = 0.1
-    purchase_horizon: int = 5
+    intent_units: int = 32  # hidden layer of the event type and purchase heads (LSTM state + window summary)
+
+    @classmethod
+    def for_training(cls, config: TrainConfig, n_categories: int, n_event_types: int) -> NetworkConfig:
+        shared = {f.name for f in dataclasses.fields(cls)} & {f.name for f in dataclasses.fields(config)}
+        return cls(n_categories=n_categories, n_event_types=n_event_types,
+                   **{name: getattr(config, name) for name in shared})
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -25,3 +35,23 @@ class NetworkConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NetworkConfig:
         return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train, and the network's shape (the fields it shares with :class:`NetworkConfig`)."""
+
+    window_length: int = 50
+    lstm_units: int = 64
+    lstm_layers: int = 1
+    dropout: float = 0.1
+    purchase_horizon: int = 5
+    min_category_count: int = 2
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    epochs: int = 12
+    patience: int = 2
+    batch_size: int = 512
+    learning_rate: float = 3e-3
+    max_val_examples: int = 20_000
+    seed: int = 0

@@ -89,8 +89,8 @@ def encode_windows(category_index: np.ndarray, category_codes: np.ndarray, event
                    times_ms: np.ndarray, index: np.ndarray, spec: FeatureSpec) -> dict[str, np.ndarray]:
     """Model inputs for windows given as (B, T) positions into flat per-event columns (-1 = padding).
 
-    ``category_index`` comes from :meth:`FeatureSpec.category_index`; ``category_codes`` are integers that
-    are equal exactly where raw category ids are equal; ``event_types`` are positions in
+    ``category_index`` comes from :meth:`FeatureSpec.category_index`; ``category_codes`` are integers (never
+    -1) that are equal exactly where raw category ids are equal; ``event_types`` are positions in
     ``spec.event_types`` (input index = position + 1, 0 being padding).
     """
     valid = index >= 0
@@ -107,11 +107,33 @@ def encode_windows(category_index: np.ndarray, category_codes: np.ndarray, event
     gap = np.log1p(np.maximum(gap_ms, 0).astype(np.float32) / 1000.0) / scale
     age = np.log1p(np.maximum(t[:, -1:] - t, 0).astype(np.float32) / 1000.0) / scale
     codes = np.where(valid, category_codes[safe], -1)
-    same = (codes[:, :, None] == codes[:, None, :]) & valid[:, None, :]  # (B, T, T)
-    count = same.sum(axis=-1)
-    newest_occurrence = ~np.triu(same, k=1).any(axis=-1)
+    count, newest_occurrence = _repetitions(codes)
     same_as_newest = codes == codes[:, -1:]
     steps = np.stack([np.sin(hour), np.cos(hour), np.sin(dow), np.cos(dow), gap, age,
                       same_as_newest, np.log1p(count), newest_occurrence], axis=-1).astype(np.float32)
     steps *= valid[..., None]
     return {"category": category, "event_type": event_type, "steps": steps}
+
+
+def _repetitions(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per step of (B, T) codes: how often its code occurs in its row, and whether no later step repeats it.
+
+    A stable sort of each row puts equal codes together in time order, so a run's length is the count and
+    its last member the newest occurrence: O(T log T) per row instead of comparing every pair of steps.
+    Padding (code -1, which no category code equals) only groups with padding, and is masked by the caller.
+    """
+    b, t = codes.shape
+    order = np.argsort(codes, axis=1, kind="stable")
+    ordered = np.take_along_axis(codes, order, axis=1)
+    boundary = ordered[:, 1:] != ordered[:, :-1]
+    starts = np.ones((b, t), dtype=bool)
+    starts[:, 1:] = boundary
+    ends = np.ones((b, t), dtype=bool)
+    ends[:, :-1] = boundary
+    run = np.cumsum(starts.ravel()) - 1  # run number over the whole batch (each row starts a run)
+    count_sorted = np.bincount(run)[run].reshape(b, t)
+    count = np.empty_like(count_sorted)
+    newest = np.empty_like(ends)
+    np.put_along_axis(count, order, count_sorted, axis=1)
+    np.put_along_axis(newest, order, ends, axis=1)
+    return count, newest

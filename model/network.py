@@ -68,6 +68,46 @@ class CopyAttention(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="clickstream")
+class WindowSummary(layers.Layer):
+    """Counts of each event type in the window: all of it, and within ~1 min, 10 min, 30 min and 5 h before
+    the newest event (soft cut-offs on the scaled ``age`` step feature), plus the event counts in those spans.
+
+    These are what a hand-made purchase model starts from; given to the event type and purchase heads next
+    to the LSTM state, they do not have to be squeezed through a state that the category task dominates.
+    """
+
+    AGE_FEATURE = 5
+    # log1p(seconds) / gap_scale (10) at 60 s, 600 s, 1800 s and 18000 s
+    CUTOFFS = (0.411, 0.640, 0.750, 0.980)
+
+    def __init__(self, n_event_types: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_event_types = n_event_types
+
+    def call(self, inputs: list[Any]) -> Any:
+        event_type, steps, mask = inputs
+        valid = ops.cast(mask, "float32")
+        types = ops.one_hot(event_type, self.n_event_types)[..., 1:] * valid[..., None]  # (B, T, K)
+        age = steps[..., self.AGE_FEATURE]
+        spans = [valid] + [ops.sigmoid(20.0 * (cut - age)) * valid for cut in self.CUTOFFS]
+        span = ops.stack(spans, axis=-1)  # (B, T, S)
+        per_type = ops.einsum("bts,btk->bsk", span, types)
+        events = ops.sum(span, axis=1)
+        batch = ops.shape(event_type)[0]
+        return ops.log1p(ops.concatenate([ops.reshape(per_type, (batch, -1)), events], axis=-1))
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        spans = len(self.CUTOFFS) + 1
+        return (input_shape[0][0], spans * self.n_event_types)  # (K types + 1 event count) per span
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_event_types": self.n_event_types}
+
+
+@keras.saving.register_keras_serializable(package="clickstream")
 class PaddingMask(layers.Layer):
     """True at real events, False at padding (event type index 0)."""
 
@@ -112,12 +152,15 @@ def build_network(config: NetworkConfig, length: int | None = None, unroll: bool
     last = LastStep(name="last_state")(states)
     last = layers.Dropout(config.dropout)(last)
     attention = CopyAttention(config.lstm_units, config.window_length, name="attention")([states, steps, mask])
+    summary = WindowSummary(config.n_event_types, name="window_summary")([event_type, steps, mask])
+    intent = layers.Concatenate(name="intent_inputs")([last, summary])
+    intent = layers.Dense(config.intent_units, activation="relu", name="intent_hidden")(intent)
     outputs = {
         "category_gen": layers.Dense(config.n_categories, activation="softmax", name="category_gen")(last),
         "attention": attention,
         "gate": layers.Dense(1, activation="sigmoid", name="gate")(last),
-        "event_type": layers.Dense(config.n_event_types - 1, activation="softmax", name="event_type_head")(last),
-        "purchase": layers.Dense(1, activation="sigmoid", name="purchase_head")(last),
+        "event_type": layers.Dense(config.n_event_types - 1, activation="softmax", name="event_type_head")(intent),
+        "purchase": layers.Dense(1, activation="sigmoid", name="purchase_head")(intent),
     }
     return keras.Model([category, event_type, steps], outputs, name="next_intent")
 

@@ -98,8 +98,9 @@ class Predictor:
             copy = out["attention"] * (1.0 - gate)
             in_vocab = category > OOV
             rows = tf.broadcast_to(tf.range(tf.shape(category)[0])[:, None], tf.shape(category))
+            # every step scatters (static shapes); padding and OOV steps add 0 to the zeroed columns 0 and 1
             scores = tf.tensor_scatter_nd_add(
-                gen, tf.stack([rows, category], axis=-1)[in_vocab], copy[in_vocab])
+                gen, tf.stack([rows, category], axis=-1), tf.where(in_vocab, copy, 0.0))
             top = tf.math.top_k(scores, k=k)
             oov_copy = tf.where(category == OOV, copy, 0.0)
             return top.indices, top.values, oov_copy, out["event_type"], out["purchase"][:, 0]

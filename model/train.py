@@ -14,30 +14,10 @@ from model.artifact import FORMAT_VERSION, WEIGHTS, weights_digest, write_manife
 from model.data import EventLog, TimeSplit, load_events, target_positions
 from model.examples import LogColumns
 from model.features import FeatureSpec
-from model.config import NetworkConfig
+from model.config import NetworkConfig, TrainConfig
 from model.network import build_network, build_training_model, negative_log_likelihood
 from streams.errors import InputError
 from streams.logs import EVENT_TYPES
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to train; the network's own hyper-parameters are in :class:`NetworkConfig`."""
-
-    window_length: int = 50
-    lstm_units: int = 64
-    lstm_layers: int = 1
-    dropout: float = 0.1
-    purchase_horizon: int = 5
-    min_category_count: int = 2
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
-    epochs: int = 12
-    patience: int = 2
-    batch_size: int = 512
-    learning_rate: float = 3e-3
-    max_val_examples: int = 20_000
-    seed: int = 0
 
 
 def event_type_weights(types: np.ndarray, n_classes: int, cap: float = 10.0) -> np.ndarray:
@@ -81,10 +61,7 @@ def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainC
 
     train_events = log.times_ms < split.val_start_ms
     spec = FeatureSpec.fit(log.category_ids[train_events], min_count=config.min_category_count)
-    net_config = NetworkConfig(n_categories=spec.n_categories, n_event_types=spec.n_event_types,
-                               window_length=config.window_length, lstm_units=config.lstm_units,
-                               lstm_layers=config.lstm_layers, dropout=config.dropout,
-                               purchase_horizon=config.purchase_horizon)
+    net_config = NetworkConfig.for_training(config, spec.n_categories, spec.n_event_types)
     columns = LogColumns.of(log, spec, config.purchase_horizon)
     x_train, y_train = columns.training_arrays(train_targets, config.window_length)
     x_val, y_val = columns.training_arrays(val_targets, config.window_length)

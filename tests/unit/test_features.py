@@ -95,3 +95,28 @@ def test_purchase_labels_stay_in_the_session(horizon: int) -> None:
     log = clean_events([click("a", "x", "view", 10**9), click("a", "x", "purchase", 10**9 + hour)])
     # the purchase starts a new session (gap > 30 min): only its own position is labelled
     assert purchase_labels(log, horizon).tolist() == [False, True]
+
+
+def test_window_summary_counts_event_types_per_time_span() -> None:
+    from model.network import WindowSummary
+
+    # one window: a cart two days before the newest event, then two views 5 s apart (left-padded to 4)
+    times = MONDAY_NOON_MS + np.array([0, 2 * 86_400_000, 2 * 86_400_000 + 5_000])
+    types = np.array([EVENT_TYPE_INDEX[t] for t in ("cart", "view", "view")], dtype=np.int8)
+    x = encode_windows(SPEC.category_index(["shoes"] * 3), np.zeros(3, dtype=np.int64), types, times,
+                       window_index(np.array([3]), np.array([0]), 4), SPEC)
+    mask = x["event_type"] != PAD
+    out = np.expm1(np.asarray(WindowSummary(SPEC.n_event_types)([x["event_type"], x["steps"], mask])))[0]
+    k = SPEC.n_event_types - 1  # per span, one column per EVENT_TYPES position
+    view, cart = EVENT_TYPE_INDEX["view"], EVENT_TYPE_INDEX["cart"]
+    whole, minute, five_hours = out[0:k], out[k:2 * k], out[4 * k:5 * k]
+    events = out[5 * k:]
+    # the whole window: 2 views and 1 cart in 3 events
+    assert whole[view] == pytest.approx(2, abs=1e-5) and whole[cart] == pytest.approx(1, abs=1e-5)
+    # within ~1 min (scaled age log1p(60 s)/10 = 0.411): both views (ages 5 s and 0 s, scaled 0.179 and 0;
+    # the cut-off is soft: sigmoid(20 * (0.411 - 0.179)) = 0.990), the two-day-old cart not at all
+    assert minute[view] == pytest.approx(1.990, abs=2e-3) and minute[cart] == pytest.approx(0, abs=1e-4)
+    # within ~5 h (cut-off 0.980): the cart's scaled age is log1p(172,805 s)/10 = 1.206, weight
+    # sigmoid(20 * (0.980 - 1.206)) = 0.0108: a soft cut-off lets a little of a two-day-old event through
+    assert five_hours[cart] == pytest.approx(0.0108, abs=2e-4) and five_hours[view] == pytest.approx(2, abs=1e-3)
+    assert events[0] == pytest.approx(3, abs=1e-5) and events[1] == pytest.approx(1.990, abs=2e-3)

@@ -112,6 +112,23 @@ def test_artifact_moves_and_reloads_with_the_same_predictions(artifact: Path, tm
     assert first.window_lengths.tolist() == [3, 1, 3, 0]
 
 
+@pytest.mark.slow
+def test_evaluation_report_compares_the_model_with_the_baselines(artifact: Path, tmp_path: Path) -> None:
+    from model.evaluate import evaluate
+
+    metrics = evaluate(artifact, [artifact.parent / "cycle.csv"], "taobao", out=tmp_path, progress=False)
+    category = metrics["next_category"]
+    # in a cycle of 10 categories a window of 8 never holds the next one: copying cannot help, Markov can
+    assert metrics["targets_in_window"] == 0.0
+    assert category["repeat_last"]["hr@1"] == 0.0  # (its list is filled up with the popular categories)
+    assert category["lstm"]["hr@1"] > 0.9 and category["markov"]["hr@1"] > 0.9
+    assert category["lstm"]["mrr@10"] > max(m["mrr@10"] for n, m in category.items() if n not in ("lstm", "markov")) + 0.5
+    report = (tmp_path / "report.md").read_text()
+    assert "| lstm |" in report and "0.0% of the events" in report
+    assert json.loads((tmp_path / "metrics.json").read_text())["targets"] == metrics["targets"] > 0
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+
+
 def test_missing_or_corrupt_artifacts_are_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=f"no model artifact at {tmp_path / 'nope'}"):
         Predictor(tmp_path / "nope")
