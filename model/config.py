@@ -42,7 +42,7 @@ class TrainConfig:
     """How to train, and the network's shape (the fields it shares with :class:`NetworkConfig`)."""
 
     window_length: int = 50
-    lstm_units: int = 64
+    lstm_units: int = 32
     lstm_layers: int = 1
     dropout: float = 0.1
     purchase_horizon: int = 5

@@ -7,6 +7,7 @@ ever pays for a trace. A batch of short windows runs at a short length bucket in
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -163,7 +164,7 @@ class Predictor:
         length = next(t for t in self.lengths if t >= lengths.max())
         # flat columns of the windows' newest `length` events, then the one feature function
         cats = [w.categories[len(w.categories) - k:] for w, k in zip(windows, lengths)]
-        flat_cats = np.concatenate([np.asarray(c, dtype=object) for c in cats])
+        flat_cats = np.fromiter(itertools.chain.from_iterable(cats), dtype=object, count=int(lengths.sum()))
         flat_types = np.concatenate([w.event_types[len(w.event_types) - k:] for w, k in zip(windows, lengths)])
         flat_times = np.concatenate([w.times_ms[len(w.times_ms) - k:] for w, k in zip(windows, lengths)])
         ends = np.cumsum(lengths)
@@ -178,10 +179,10 @@ class Predictor:
         idx, scores, oov_copy = idx.numpy()[:b], scores.numpy()[:b], oov_copy.numpy()[:b]
         types[rows] = event_type.numpy()[:b]
         purchase[rows] = buy.numpy()[:b]
-        names = self.spec.index_to_category[idx]
+        names, score_rows = self.spec.index_to_category[idx].tolist(), scores.tolist()
         has_oov = (x["category"][:b] == OOV).any(axis=1)
         for r in range(b):
-            best = list(zip(names[r].tolist(), scores[r].tolist()))
+            best = list(zip(names[r], score_rows[r]))
             if has_oov[r]:
                 best = self._merge_oov(best, index[r], flat_cats, oov_copy[r])
             top[rows[r]] = best

@@ -20,6 +20,10 @@ from streams.errors import InputError
 from streams.logs import EVENT_TYPES
 
 
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
 def event_type_weights(types: np.ndarray, n_classes: int, cap: float = 10.0) -> np.ndarray:
     """Per-class loss weights ~ 1/sqrt(frequency), mean 1 over the training events: views dominate."""
     counts = np.bincount(types, minlength=n_classes).astype(np.float64)
@@ -54,7 +58,11 @@ def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainC
     train_targets = target_positions(log, None, split.val_start_ms)
     val_targets = target_positions(log, split.val_start_ms, split.test_start_ms)
     if len(train_targets) == 0 or len(val_targets) == 0:
-        raise InputError(f"too few events to split by time ({len(log)} events, {log.n_users} users)")
+        when = "validation slice" if len(train_targets) else "training part"
+        raise InputError(f"no events to predict in the {when} of the time range ({len(log)} events of "
+                         f"{log.n_users} users, validation from {_utc(split.val_start_ms)}, test from "
+                         f"{_utc(split.test_start_ms)}): the log is too small or its time range has a gap; "
+                         "change --val-fraction / --test-fraction")
     rng = np.random.default_rng(config.seed)
     if len(val_targets) > config.max_val_examples:
         val_targets = np.sort(rng.choice(val_targets, config.max_val_examples, replace=False))
