@@ -27,7 +27,10 @@ import numpy as np
 from streams.logs import EVENT_TYPES
 
 PAD, OOV = 0, 1
-N_STEP_FEATURES = 9
+STEP_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "gap", "age", "same_as_newest",
+                 "log_count", "newest_occurrence")  # the order of the last axis of ``steps``
+N_STEP_FEATURES = len(STEP_FEATURES)
+GAP_SCALE = 10.0  # gap and age are log1p(seconds) / GAP_SCALE
 DAY_MS = 86_400_000
 
 
@@ -37,7 +40,7 @@ class FeatureSpec:
 
     categories: tuple[str, ...]  # vocabulary: category i has index i + 2
     event_types: tuple[str, ...] = EVENT_TYPES  # input index of type i is i + 1; the head's output i
-    gap_scale: float = 10.0
+    gap_scale: float = GAP_SCALE
 
     @classmethod
     def fit(cls, category_ids: Iterable[str], min_count: int = 1, max_size: int = 50_000) -> FeatureSpec:

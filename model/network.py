@@ -8,13 +8,14 @@ are not in the vocabulary, while the generating part learns transitions and popu
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
 from keras import layers, ops
 
 from model.config import NetworkConfig
-from model.features import N_STEP_FEATURES
+from model.features import GAP_SCALE, N_STEP_FEATURES, STEP_FEATURES
 
 
 @keras.saving.register_keras_serializable(package="clickstream")
@@ -76,9 +77,8 @@ class WindowSummary(layers.Layer):
     to the LSTM state, they do not have to be squeezed through a state that the category task dominates.
     """
 
-    AGE_FEATURE = 5
-    # log1p(seconds) / gap_scale (10) at 60 s, 600 s, 1800 s and 18000 s
-    CUTOFFS = (0.411, 0.640, 0.750, 0.980)
+    AGE_FEATURE = STEP_FEATURES.index("age")
+    CUTOFFS = tuple(math.log1p(seconds) / GAP_SCALE for seconds in (60, 600, 1800, 18000))  # 0.411 ... 0.980
 
     def __init__(self, n_event_types: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
