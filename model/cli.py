@@ -22,6 +22,10 @@ DEFAULTS = TrainConfig()
             default=DEFAULTS.lstm_units, show_default=True, help="LSTM units.")
 @env_option("--layers", env="CLICKSTREAM_LSTM_LAYERS", type=int,
             default=DEFAULTS.lstm_layers, show_default=True, help="Stacked LSTM layers.")
+@env_option("--recurrent-steps", env="CLICKSTREAM_RECURRENT_STEPS", type=int,
+            default=DEFAULTS.recurrent_steps, show_default=True,
+            help="The LSTM reads only this many newest events (0: the whole window); the pointer still reads "
+                 "the whole window. 16 serves about twice as fast at N=50 for a slightly lower MRR.")
 @env_option("--dropout", env="CLICKSTREAM_DROPOUT", type=float,
             default=DEFAULTS.dropout, show_default=True, help="Dropout on the LSTM inputs and its final state.")
 @env_option("--epochs", env="CLICKSTREAM_EPOCHS", type=int,
@@ -41,12 +45,13 @@ DEFAULTS = TrainConfig()
 @env_option("--tensorboard", env="CLICKSTREAM_TENSORBOARD", is_flag=True,
             help="Also write TensorBoard logs to OUT/tensorboard.")
 def train(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, id_prefix: str | None, out: str,
-          window_length: int, units: int, layers: int, dropout: float, epochs: int, batch_size: int,
-          test_fraction: float, val_fraction: float, seed: int, tensorboard: bool) -> None:
+          window_length: int, units: int, layers: int, recurrent_steps: int, dropout: float, epochs: int,
+          batch_size: int, test_fraction: float, val_fraction: float, seed: int, tensorboard: bool) -> None:
     """Train the next-intent LSTM on LOGS (time split: train on the earlier part) and write an artifact."""
     from model.train import train as run
 
-    config = TrainConfig(window_length=window_length, lstm_units=units, lstm_layers=layers, dropout=dropout,
+    config = TrainConfig(window_length=window_length, lstm_units=units, lstm_layers=layers,
+                         recurrent_steps=recurrent_steps, dropout=dropout,
                          epochs=epochs, batch_size=batch_size, test_fraction=test_fraction,
                          val_fraction=val_fraction, seed=seed)
     manifest = run(logs, fmt, out, config, mapping=mapping, tensorboard=tensorboard,

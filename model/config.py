@@ -22,6 +22,7 @@ class NetworkConfig:
     category_dim: int = 48
     event_type_dim: int = 8
     intent_units: int = 32  # hidden layer of the event type and purchase heads (LSTM state + window summary)
+    recurrent_steps: int = 0  # the LSTM reads this many newest steps (0: the whole window); the pointer all
 
     @classmethod
     def for_training(cls, config: TrainConfig, n_categories: int, n_event_types: int) -> NetworkConfig:
@@ -44,6 +45,7 @@ class TrainConfig:
     window_length: int = 50
     lstm_units: int = 32
     lstm_layers: int = 1
+    recurrent_steps: int = 0
     dropout: float = 0.1
     purchase_horizon: int = 5
     min_category_count: int = 2

@@ -38,20 +38,18 @@ class CopyAttention(layers.Layer):
         self.feature_score = layers.Dense(1, use_bias=False)
 
     def build(self, input_shape: Any) -> None:
-        states_shape, features_shape, _ = input_shape
-        units_in = states_shape[-1]
+        states_shape, features_shape, _, newest_shape = input_shape
         self.keys.build(states_shape)
-        self.query.build((None, units_in))
+        self.query.build(newest_shape)
         self.distance_bias.build((None,))
         self.feature_hidden.build(features_shape)
-        self.query_hidden.build((None, units_in))
+        self.query_hidden.build(newest_shape)
         self.feature_score.build((None, None, 32))
         self.built = True
 
     def call(self, inputs: list[Any]) -> Any:
-        states, features, mask = inputs
+        states, features, mask, newest = inputs
         length = ops.shape(states)[1]
-        newest = states[:, -1, :]
         query = self.query(newest)
         scores = ops.einsum("btu,bu->bt", self.keys(states), query) / float(self.units) ** 0.5
         hidden = ops.tanh(self.feature_hidden(features) + self.query_hidden(newest)[:, None, :])
@@ -116,6 +114,24 @@ class PaddingMask(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="clickstream")
+class NewestSteps(layers.Layer):
+    """The newest ``count`` steps of a left-padded sequence (all of it when it is shorter)."""
+
+    def __init__(self, count: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.count = count
+
+    def call(self, sequence: Any) -> Any:
+        return sequence[:, -self.count:]
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "count": self.count}
+
+
+@keras.saving.register_keras_serializable(package="clickstream")
 class LastStep(layers.Layer):
     """The newest step of a left-padded sequence (always a real event)."""
 
@@ -145,13 +161,22 @@ def build_network(config: NetworkConfig, length: int | None = None, unroll: bool
         steps,
     ])
     mask = PaddingMask(name="mask")(event_type)  # padded steps are skipped by the LSTM and the attention
-    states = x
+    recent = config.recurrent_steps or config.window_length
+    if recent < config.window_length:
+        states = NewestSteps(recent, name="recent_steps")(x)
+        recent_mask = NewestSteps(recent, name="recent_mask")(mask)
+    else:
+        states, recent_mask = x, mask
     for i in range(config.lstm_layers):
         states = layers.LSTM(config.lstm_units, return_sequences=True, dropout=config.dropout,
-                             unroll=unroll, name=f"lstm_{i}")(states, mask=mask)
-    last = LastStep(name="last_state")(states)
-    last = layers.Dropout(config.dropout)(last)
-    attention = CopyAttention(config.lstm_units, config.window_length, name="attention")([states, steps, mask])
+                             unroll=unroll, name=f"lstm_{i}")(states, mask=recent_mask)
+    newest = LastStep(name="last_state")(states)
+    last = layers.Dropout(config.dropout)(newest)
+    # the pointer reads every step of the window: LSTM states where the LSTM ran over all of it, else the
+    # step inputs themselves (category and type embeddings, time and repetition features)
+    keys = states if recent >= config.window_length else x
+    attention = CopyAttention(config.lstm_units, config.window_length, name="attention")(
+        [keys, steps, mask, newest])
     summary = WindowSummary(config.n_event_types, name="window_summary")([event_type, steps, mask])
     intent = layers.Concatenate(name="intent_inputs")([last, summary])
     intent = layers.Dense(config.intent_units, activation="relu", name="intent_hidden")(intent)
