@@ -19,10 +19,10 @@ class NetworkConfig:
     lstm_layers: int
     dropout: float
     purchase_horizon: int
+    recurrent_steps: int  # the LSTM reads this many newest steps (0: the whole window); the pointer all
     category_dim: int = 48
     event_type_dim: int = 8
     intent_units: int = 32  # hidden layer of the event type and purchase heads (LSTM state + window summary)
-    recurrent_steps: int = 0  # the LSTM reads this many newest steps (0: the whole window); the pointer all
 
     @classmethod
     def for_training(cls, config: TrainConfig, n_categories: int, n_event_types: int) -> NetworkConfig:
