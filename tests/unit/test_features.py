@@ -120,3 +120,18 @@ def test_window_summary_counts_event_types_per_time_span() -> None:
     # sigmoid(20 * (0.980 - 1.206)) = 0.0108: a soft cut-off lets a little of a two-day-old event through
     assert five_hours[cart] == pytest.approx(0.0108, abs=2e-4) and five_hours[view] == pytest.approx(2, abs=1e-3)
     assert events[0] == pytest.approx(3, abs=1e-5) and events[1] == pytest.approx(1.990, abs=2e-3)
+
+
+def test_repetition_features_match_their_pairwise_definition() -> None:
+    from model.features import _repetitions
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        b, t = int(rng.integers(1, 20)), int(rng.integers(1, 40))
+        codes = rng.integers(0, int(rng.integers(1, 12)), (b, t))
+        valid = np.arange(t)[None, :] >= rng.integers(0, t + 1, b)[:, None]  # left padding
+        codes = np.where(valid, codes, -1)
+        same = (codes[:, :, None] == codes[:, None, :]) & valid[:, None, :]  # step i vs every step j
+        count, newest = _repetitions(codes)
+        assert (count[valid] == same.sum(axis=-1)[valid]).all()
+        assert (newest[valid] == ~np.triu(same, k=1).any(axis=-1)[valid]).all()  # no later step repeats it
