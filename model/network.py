@@ -20,10 +20,11 @@ from model.features import GAP_SCALE, N_STEP_FEATURES, STEP_FEATURES
 
 @keras.saving.register_keras_serializable(package="clickstream")
 class CopyAttention(layers.Layer):
-    """Attention of the newest state over the window steps.
+    """Attention of the newest LSTM state over the window steps.
 
-    Score of step i: a content term (key of state i . query of the newest state), an additive term over the
-    step's repetition and time features given the query, and a learned bias per distance from the end.
+    Score of step i: a content term (key of step i's representation, the LSTM state or the step input, . query
+    of the newest state), an additive term over the step's repetition and time features given the query, and
+    a learned bias per distance from the end.
     """
 
     def __init__(self, units: int, max_length: int, **kwargs: Any) -> None:
@@ -161,10 +162,11 @@ def build_network(config: NetworkConfig, length: int | None = None, unroll: bool
         steps,
     ])
     mask = PaddingMask(name="mask")(event_type)  # padded steps are skipped by the LSTM and the attention
-    recent = config.recurrent_steps or config.window_length
-    if recent < config.window_length:
-        states = NewestSteps(recent, name="recent_steps")(x)
-        recent_mask = NewestSteps(recent, name="recent_mask")(mask)
+    # with recurrent_steps set below N the LSTM reads only the newest steps; the pointer still reads all of them
+    short = 0 < config.recurrent_steps < config.window_length
+    if short:
+        states = NewestSteps(config.recurrent_steps, name="recent_steps")(x)
+        recent_mask = NewestSteps(config.recurrent_steps, name="recent_mask")(mask)
     else:
         states, recent_mask = x, mask
     for i in range(config.lstm_layers):
@@ -172,9 +174,9 @@ def build_network(config: NetworkConfig, length: int | None = None, unroll: bool
                              unroll=unroll, name=f"lstm_{i}")(states, mask=recent_mask)
     newest = LastStep(name="last_state")(states)
     last = layers.Dropout(config.dropout)(newest)
-    # the pointer reads every step of the window: LSTM states where the LSTM ran over all of it, else the
-    # step inputs themselves (category and type embeddings, time and repetition features)
-    keys = states if recent >= config.window_length else x
+    # the pointer's keys: LSTM states where the LSTM ran over the whole window, else the step inputs themselves
+    # (category and type embeddings, time and repetition features)
+    keys = x if short else states
     attention = CopyAttention(config.lstm_units, config.window_length, name="attention")(
         [keys, steps, mask, newest])
     summary = WindowSummary(config.n_event_types, name="window_summary")([event_type, steps, mask])
