@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 KAFKA := deploy/kafka/kafka.sh
 DATA_DIR ?= $(or $(CLICKSTREAM_DATA_DIR),$(wildcard ../shared/data))
 
-.PHONY: help install kafka-up kafka-down kafka-status test test-unit test-integration demo bench clean
+.PHONY: help install kafka-up kafka-down kafka-status lint test test-unit test-integration demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -27,7 +27,11 @@ kafka-down:  ## stop the local Kafka broker
 kafka-status:  ## is the local broker running?
 	$(KAFKA) status
 
-test: install kafka-up  ## run every test against the local broker
+lint: install  ## ruff, and the import-linter contracts that keep the layers pointing down (pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: install kafka-up lint  ## lint, then every test against the local broker
 	CLICKSTREAM_DATA_DIR=$(DATA_DIR) $(BIN)/pytest -q tests
 
 test-unit: install  ## tests that need no broker

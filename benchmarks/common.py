@@ -65,7 +65,7 @@ def run_settings(prefix: str) -> Any:
     import dataclasses
     import uuid
 
-    from streams.settings import load_settings
+    from core.settings import load_settings
 
     run = uuid.uuid4().hex[:8]
     return dataclasses.replace(load_settings(), clicks_topic=f"{prefix}-clicks-{run}",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import time
 import uuid
 from pathlib import Path
@@ -11,18 +12,19 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import RESULTS, model_dir, run_settings, table, write_results
-from schemas.codec import AvroCodec
-from streams.kafka_clients import ensure_topics, topic_size
-from streams.settings import Settings
-from streams.synthetic import synthetic_clicks
-from streams.worker_process import WorkerProcess, worker_env
+from benchmarks.worker_process import WorkerProcess, worker_env
+from core.kafka import ensure_topics, topic_size
+from core.records import Click, Prediction
+from core.settings import Settings
+from core.synthetic import synthetic_clicks
+from schemas.codec import RecordCodec
 
 
 async def one_rate(s: Settings, rate: int, seconds: float, users: int) -> dict[str, Any]:
     """Send clicks at ``rate``/s for ``seconds`` (stamped with their send time); collect their predictions."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    click_codec, prediction_codec = AvroCodec("click"), AvroCodec("prediction")
+    click_codec, prediction_codec = RecordCodec(Click), RecordCodec(Prediction)
     producer = AIOKafkaProducer(**s.aiokafka_config(), acks="all", linger_ms=1)
     consumer = AIOKafkaConsumer(s.predictions_topic, **s.aiokafka_config(), auto_offset_reset="latest",
                                 group_id=f"latency-{uuid.uuid4().hex[:6]}", enable_auto_commit=False)
@@ -42,9 +44,9 @@ async def one_rate(s: Settings, rate: int, seconds: float, users: int) -> dict[s
             for records in batches.values():
                 for r in records:
                     p = prediction_codec.decode(r.value)
-                    latencies.append(now_ms - p["event_time_ms"])
-                    if p["timing"]:
-                        timings.append(p["timing"])
+                    latencies.append(now_ms - p.event_time_ms)
+                    if p.timing:
+                        timings.append(dataclasses.asdict(p.timing))
             if deadline is None and sent_all.is_set():
                 deadline = time.monotonic() + 15
             if deadline is not None and time.monotonic() > deadline:
@@ -57,9 +59,9 @@ async def one_rate(s: Settings, rate: int, seconds: float, users: int) -> dict[s
         wait = start + i / rate - time.perf_counter()
         if wait > 0:
             await asyncio.sleep(wait)
-        click["event_time_ms"] = int(time.time() * 1000)
-        await producer.send(s.clicks_topic, key=click["user_id"].encode(), value=click_codec.encode(click),
-                            timestamp_ms=click["event_time_ms"])
+        click = dataclasses.replace(click, event_time_ms=int(time.time() * 1000))
+        await producer.send(s.clicks_topic, key=click.key, value=click_codec.encode(click),
+                            timestamp_ms=click.event_time_ms)
     await producer.flush()
     achieved = total / (time.perf_counter() - start)
     sent_all.set()

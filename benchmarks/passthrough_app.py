@@ -9,7 +9,7 @@ import logging
 
 import faust
 
-from streams.settings import load_settings
+from core.settings import load_settings
 
 settings = load_settings()
 app = faust.App(settings.app_id, broker=settings.faust_broker, broker_credentials=settings.faust_credentials(),

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     import keras
 
     from model.features import encode_windows, window_index
-    from model.predictor import Predictor, Window
+    from model.predictor import Predictor
+    from model.window import Window
 
     path = model_dir(args.model)
     predictor = Predictor(path, batch_sizes=(1, 32, 256), lengths=(8,), jit_compile=not args.no_jit)
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     for length in (8, n):
         for batch in (1, 32, 256):
             ws = windows(batch, length)
-            r = rate(lambda: predictor.predict(ws), batch, args.seconds)
+            r = rate(lambda ws=ws: predictor.predict(ws), batch, args.seconds)
             rows.append([batch, length, r])
             results.append({"batch": batch, "length": length, "windows_per_s": r})
     # the seed's way: model.predict on one window at a time

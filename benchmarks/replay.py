@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from benchmarks.common import write_results
-from streams.synthetic import write_taobao_csv
+from core.synthetic import write_taobao_csv
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,30 +14,39 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, bar_chart, model_dir, run_settings, table, write_results
-from schemas.codec import AvroCodec
-from streams.kafka_clients import ensure_topics, send_all, topic_size
-from streams.settings import Settings
-from streams.worker_process import WorkerProcess, worker_env
+from benchmarks.common import (
+    RESULTS,
+    bar_chart,
+    model_dir,
+    run_settings,
+    table,
+    write_results,
+)
+from benchmarks.worker_process import WorkerProcess, worker_env
+from core.kafka import ensure_topics, send_all, topic_size
+from core.records import Click
+from core.settings import Settings
+from model.artifact import read_manifest
+from schemas.codec import RecordCodec
 
 STATE = Path(".state/bench")
 
 
-def load_clicks(count: int, users: int, synthetic: bool, run: str) -> list[dict[str, Any]]:
+def load_clicks(count: int, users: int, synthetic: bool, run: str) -> list[Click]:
     """Taobao sample clicks with fresh ids (repeated with new user ids when more are asked), or synthetic."""
-    from streams.logs import read_log
-    from streams.synthetic import synthetic_clicks
+    from core.logs import read_log
+    from core.synthetic import synthetic_clicks
 
     data = Path(os.environ.get("CLICKSTREAM_DATA_DIR", "../shared/data")) / "taobao" / "UserBehavior-sample.csv"
     if synthetic or not data.is_file():
         # ~51 ms of event time per click: start far enough back that the last click is not in the future
         # (the broker refuses timestamps more than an hour ahead)
         return list(synthetic_clicks(users, count, seed=1, id_prefix=run, start_ms=int(time.time() * 1000) - 60 * count))
-    clicks: list[dict[str, Any]] = []
+    clicks: list[Click] = []
     for lap in itertools.count():
         for c in read_log(data, "taobao", id_prefix=f"{run}-{lap}"):
             if lap:
-                c["user_id"] = f"{c['user_id']}-{lap}"
+                c = dataclasses.replace(c, user_id=f"{c.user_id}-{lap}")
             clicks.append(c)
             if len(clicks) == count:
                 return clicks
@@ -101,28 +110,28 @@ async def aiokafka_passthrough(s: Settings, source: str, target: str, count: int
         await producer.stop()
 
 
-def predict_per_click(model: Path, clicks: list[dict[str, Any]], window: int) -> float:
+def predict_per_click(model: Path, clicks: list[Click], window: int) -> float:
     """The seed's way: `model.predict` once per click, on that click's window (clicks/s)."""
     import keras
     import numpy as np
 
+    from core.events import event_type_code
     from model import network as _registers_custom_layers  # noqa: F401  (load_model needs them)
     from model.artifact import read_manifest
     from model.features import FeatureSpec, encode_windows, window_index
-    from streams.window import EVENT_TYPE_CODE
 
     spec = FeatureSpec.from_json(read_manifest(model)["features"])
     network = keras.saving.load_model(model / "model.keras")
-    history: dict[str, list[dict[str, Any]]] = {}
+    history: dict[str, list[Click]] = {}
     start = None
     for i, c in enumerate(clicks):
-        w = history.setdefault(c["user_id"], [])
+        w = history.setdefault(c.user_id, [])
         w.append(c)
         del w[:-window]
-        cats = np.asarray([e["category_id"] for e in w], dtype=object)
+        cats = np.asarray([e.category_id for e in w], dtype=object)
         x = encode_windows(spec.category_index(cats), np.unique(cats, return_inverse=True)[1],
-                           np.asarray([EVENT_TYPE_CODE[e["event_type"]] for e in w]),
-                           np.asarray([e["event_time_ms"] for e in w]),
+                           np.asarray([event_type_code(e.event_type) for e in w]),
+                           np.asarray([e.event_time_ms for e in w]),
                            window_index(np.array([len(w)]), np.array([0]), window), spec)
         network.predict([x["category"], x["event_type"], x["steps"]], verbose=0)
         if i == 0:
@@ -146,10 +155,10 @@ def main(argv: list[str] | None = None, name: str = "throughput") -> None:
     s = run_settings("bench")
     run = s.app_id.removeprefix("bench-")
     clicks = load_clicks(args.clicks, args.users, args.synthetic, run)
-    users = len({c["user_id"] for c in clicks})
+    users = len({c.user_id for c in clicks})
     ensure_topics(s, [s.clicks_topic])
-    codec = AvroCodec("click")
-    sent = send_all(s, s.clicks_topic, [(c["user_id"].encode(), codec.encode(c), c["event_time_ms"]) for c in clicks])
+    codec = RecordCodec(Click)
+    sent = send_all(s, s.clicks_topic, [(c.key, codec.encode(c), c.event_time_ms) for c in clicks])
     if sent.failed:
         raise SystemExit(f"{sent.failed:,} clicks were not accepted by the broker: {sent.first_error}")
     print(f"pre-loaded {sent.sent:,} clicks of {users:,} users into {s.clicks_topic} ({sent.rate:,.0f}/s)")
@@ -166,7 +175,7 @@ def main(argv: list[str] | None = None, name: str = "throughput") -> None:
         ensure_topics(faust_s, [faust_s.predictions_topic])
         framework = run_worker(faust_s, model, len(clicks), "benchmarks.passthrough_app", "passthrough",
                                args.timeout_s)
-        predict_rate = predict_per_click(model, clicks[: args.predict_clicks], s.window_length)
+        predict_rate = predict_per_click(model, clicks[: args.predict_clicks], read_manifest(model)["network"]["window_length"])
         ceilings = {"aiokafka_passthrough": len(clicks) / raw_s, "faust_passthrough": framework["rate"],
                     "model_predict_per_click": predict_rate}
         result["ceilings"] = ceilings

@@ -31,7 +31,7 @@ if [[ -f $sample ]]; then
 else
   log=$STATE/synthetic.csv
   echo "demo: no real sample found (set CLICKSTREAM_DATA_DIR); generating synthetic shoppers in $log"
-  [[ -f $log ]] || $BIN/python -m streams.synthetic "$log" --users 2000 --events 150000
+  [[ -f $log ]] || $BIN/python -m core.synthetic "$log" --users 2000 --events 150000
 fi
 if ! $BIN/python -c "import sys; from model.artifact import read_manifest; read_manifest(sys.argv[1])" "$MODEL" \
     2>/dev/null; then  # missing, or written by an older version of the code

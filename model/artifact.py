@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from model.features import FeatureSpec
+from core.errors import ModelError
 from model.config import NetworkConfig
-from streams.errors import ModelError
+from model.features import FeatureSpec
 
 WEIGHTS = "model.keras"
 MANIFEST = "manifest.json"

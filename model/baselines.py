@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.data import EVENT_TYPE_INDEX, EventLog
+from core.events import EVENT_TYPE_CODES
+from model.data import EventLog
 
 
 class CategoryBaselines:
@@ -54,7 +55,7 @@ class CategoryBaselines:
 
 def recent_cart_score(event_types: np.ndarray, decay: float = 0.7) -> float:
     """Purchase baseline: decay**(steps since the newest cart event), 0 without a cart in the window."""
-    carts = np.flatnonzero(event_types == EVENT_TYPE_INDEX["cart"])
+    carts = np.flatnonzero(event_types == EVENT_TYPE_CODES["cart"])
     if len(carts) == 0:
         return 0.0
     return float(decay ** (len(event_types) - 1 - carts[-1]))

@@ -1,22 +1,23 @@
 """From historical logs to clean, time-ordered per-user event sequences and a leak-free time split.
 
-The logs are read by the same readers as the CLI (:mod:`streams.logs`). Events are held as flat numpy columns
+The logs are read by the same readers as the CLI (:mod:`core.logs`). Events are held as flat numpy columns
 sorted by (user, time); ``user_starts`` marks where each user's events begin.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from streams.errors import InputError
-from streams.logs import EVENT_TYPES, ColumnMapping, ReadReport, read_log
+from core.errors import InputError
+from core.events import EVENT_TYPE_CODES, UNKNOWN
+from core.logs import ColumnMapping, ReadReport, read_log
+from core.records import Click
 
-EVENT_TYPE_INDEX = {name: i for i, name in enumerate(EVENT_TYPES)}
 SESSION_GAP_MS = 30 * 60 * 1000
 
 
@@ -26,7 +27,7 @@ class EventLog:
 
     user_ids: np.ndarray  # object (str), one per event
     category_ids: np.ndarray  # object (str)
-    event_types: np.ndarray  # int8, index into EVENT_TYPES
+    event_types: np.ndarray  # int8, stable code of core.events
     times_ms: np.ndarray  # int64
     user_starts: np.ndarray  # int64, start offset of each user's run, plus a final len(events)
     cleaning: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -47,7 +48,7 @@ class EventLog:
         return f"{len(self)}-{h.hexdigest()[:16]}"
 
 
-def clean_events(clicks: Iterable[dict[str, Any]], *, time_margin_ms: int = 24 * 3600 * 1000) -> EventLog:
+def clean_events(clicks: Iterable[Click], *, time_margin_ms: int = 24 * 3600 * 1000) -> EventLog:
     """Drop exact duplicates, unknown event types and outlying timestamps; sort by (user, time).
 
     Timestamps further than ``time_margin_ms`` outside the 0.1 %-99.9 % quantile range of the log are
@@ -61,19 +62,19 @@ def clean_events(clicks: Iterable[dict[str, Any]], *, time_margin_ms: int = 24 *
     stats = {"read": 0, "duplicates": 0, "unknown_type": 0, "outlying_time": 0}
     for c in clicks:
         stats["read"] += 1
-        key = (c["user_id"], c["item_id"], c["category_id"], c["event_type"], c["event_time_ms"])
+        key = (c.user_id, c.item_id, c.category_id, c.event_type, c.event_time_ms)
         if key in seen:
             stats["duplicates"] += 1
             continue
         seen.add(key)
-        event_type = EVENT_TYPE_INDEX.get(c["event_type"], 0)
-        if event_type == 0:
+        event_type = EVENT_TYPE_CODES.get(c.event_type, UNKNOWN)
+        if event_type == UNKNOWN:
             stats["unknown_type"] += 1
             continue
-        users.append(c["user_id"])
-        items_cats.append(c["category_id"])
+        users.append(c.user_id)
+        items_cats.append(c.category_id)
         types.append(event_type)
-        times.append(c["event_time_ms"])
+        times.append(c.event_time_ms)
     del seen
     t = np.asarray(times, dtype=np.int64)
     keep = np.ones(len(t), dtype=bool)
@@ -141,7 +142,7 @@ def purchase_labels(log: EventLog, horizon: int, session_gap_ms: int = SESSION_G
     A prediction made after event i-1 asks exactly this about the events that follow it.
     """
     n = len(log)
-    purchase = log.event_types == EVENT_TYPE_INDEX["purchase"]
+    purchase = log.event_types == EVENT_TYPE_CODES["purchase"]
     new_session = np.ones(n, dtype=bool)
     if n > 1:
         new_session[1:] = (np.diff(log.times_ms) > session_gap_ms)
@@ -163,7 +164,7 @@ def load_events(paths: Sequence[str | Path], fmt: str, mapping: str | None = Non
     column_mapping = ColumnMapping.load(mapping) if mapping else None
     reports: list[ReadReport] = []
 
-    def clicks() -> Any:
+    def clicks() -> Iterator[Click]:
         for path in paths:
             report = ReadReport(str(path))
             reports.append(report)

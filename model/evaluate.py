@@ -9,12 +9,24 @@ from typing import Any, Literal
 
 import numpy as np
 
+from core.errors import InputError
+from core.events import EVENT_TYPES
 from model.artifact import read_manifest
 from model.baselines import CategoryBaselines, recent_cart_score
-from model.data import TimeSplit, load_events, purchase_labels, target_positions, user_start_of
-from model.metrics import classification_metrics, pr_auc, ranking_metrics, ranks, roc_auc
-from streams.errors import InputError
-from streams.logs import EVENT_TYPES
+from model.data import (
+    TimeSplit,
+    load_events,
+    purchase_labels,
+    target_positions,
+    user_start_of,
+)
+from model.metrics import (
+    classification_metrics,
+    pr_auc,
+    ranking_metrics,
+    ranks,
+    roc_auc,
+)
 
 DECAYS = (0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
 
@@ -26,7 +38,8 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     manifest = read_manifest(model_dir)  # a missing artifact fails here, before TensorFlow loads
     from tqdm import tqdm
 
-    from model.predictor import Predictor, Window
+    from model.predictor import Predictor
+    from model.window import Window
 
     started = time.perf_counter()
     log, _ = load_events(paths, fmt, mapping)

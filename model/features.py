@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.logs import EVENT_TYPES
+from core.events import EVENT_TYPES
 
 PAD, OOV = 0, 1
 STEP_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "gap", "age", "same_as_newest",

@@ -147,15 +147,11 @@ class LastStep(layers.Layer):
         return None
 
 
-def build_network(config: NetworkConfig, length: int | None = None, unroll: bool = False) -> keras.Model:
-    """Serving network: window inputs -> category_gen, attention, gate, event_type, purchase.
-
-    ``length`` fixes the window length, which lets the LSTM be unrolled (``unroll``): the same weights, one
-    straight-line graph instead of a loop of small steps, several times faster to serve on a CPU.
-    """
-    category = keras.Input((length,), dtype="int32", name="category")
-    event_type = keras.Input((length,), dtype="int32", name="event_type")
-    steps = keras.Input((length, N_STEP_FEATURES), dtype="float32", name="steps")
+def build_network(config: NetworkConfig) -> keras.Model:
+    """Serving network: window inputs (any length) -> category_gen, attention, gate, event_type, purchase."""
+    category = keras.Input((None,), dtype="int32", name="category")
+    event_type = keras.Input((None,), dtype="int32", name="event_type")
+    steps = keras.Input((None, N_STEP_FEATURES), dtype="float32", name="steps")
     x = layers.Concatenate()([
         layers.Embedding(config.n_categories, config.category_dim, name="category_embedding")(category),
         layers.Embedding(config.n_event_types, config.event_type_dim, name="event_type_embedding")(event_type),
@@ -171,7 +167,7 @@ def build_network(config: NetworkConfig, length: int | None = None, unroll: bool
         states, recent_mask = x, mask
     for i in range(config.lstm_layers):
         states = layers.LSTM(config.lstm_units, return_sequences=True, dropout=config.dropout,
-                             unroll=unroll, name=f"lstm_{i}")(states, mask=recent_mask)
+                             name=f"lstm_{i}")(states, mask=recent_mask)
     newest = LastStep(name="last_state")(states)
     last = layers.Dropout(config.dropout)(newest)
     # the pointer's keys: LSTM states where the LSTM ran over the whole window, else the step inputs themselves

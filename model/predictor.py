@@ -12,15 +12,22 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from core.errors import ModelError
 from model.artifact import WEIGHTS, read_manifest
-from model.features import N_STEP_FEATURES, OOV, FeatureSpec, encode_windows, window_index
 from model.config import NetworkConfig
+from model.features import (
+    N_STEP_FEATURES,
+    OOV,
+    FeatureSpec,
+    encode_windows,
+    window_index,
+)
 from model.network import build_network
-from streams.errors import ModelError
+from model.window import Window
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +42,6 @@ class _NoRetracingNotice(logging.Filter):
 logging.getLogger("tensorflow").addFilter(_NoRetracingNotice())
 
 
-class Window(NamedTuple):
-    """A user's most recent events, oldest first (raw category ids, event type codes, event times)."""
-
-    categories: Sequence[str]
-    event_types: np.ndarray  # int8 positions in EVENT_TYPES
-    times_ms: np.ndarray  # int64
-
-
 @dataclasses.dataclass
 class BatchPrediction:
     """Predictions for a batch of windows, row i for window i."""
@@ -52,7 +51,6 @@ class BatchPrediction:
     purchase_probability: np.ndarray  # (B,)
     window_lengths: np.ndarray  # (B,)
     event_types: tuple[str, ...]
-    inference_s: float = 0.0
 
 
 def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:
@@ -133,7 +131,6 @@ class Predictor:
 
     def predict(self, windows: Sequence[Window]) -> BatchPrediction:
         """Predict every window in one call: grouped by length bucket, in chunks of the largest batch size."""
-        start = time.perf_counter()
         n = len(windows)
         lengths = np.fromiter((min(len(w.categories), self.window_length) for w in windows), np.int64, n)
         top: list[list[tuple[str, float]]] = [[] for _ in range(n)]
@@ -154,8 +151,7 @@ class Predictor:
                 top[i] = list(prior_cats)
                 types[i] = prior_types
                 purchase[i] = prior_purchase
-        return BatchPrediction(top, types, purchase, lengths, self.spec.event_types,
-                               time.perf_counter() - start)
+        return BatchPrediction(top, types, purchase, lengths, self.spec.event_types)
 
     def _predict_rows(self, windows: list[Window], rows: np.ndarray, lengths: np.ndarray,
                       top: list[list[tuple[str, float]]], types: np.ndarray, purchase: np.ndarray) -> None:

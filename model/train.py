@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import InputError
+from core.events import EVENT_TYPES
 from model.artifact import FORMAT_VERSION, WEIGHTS, weights_digest, write_manifest
+from model.config import NetworkConfig, TrainConfig
 from model.data import EventLog, TimeSplit, load_events, target_positions
 from model.examples import LogColumns
 from model.features import FeatureSpec
-from model.config import NetworkConfig, TrainConfig
 from model.network import build_network, build_training_model, negative_log_likelihood
-from streams.errors import InputError
-from streams.logs import EVENT_TYPES
 
 
 def _utc(ms: int) -> str:

@@ -2,19 +2,22 @@
 
 Plain messages are bare Avro binary. With ``schema_id`` set, messages use the Confluent wire format
 (magic byte 0, 4-byte big-endian schema id, Avro binary) for users with a schema registry.
+
+:class:`AvroCodec` works on the Avro dicts; :class:`RecordCodec` converts the typed records of
+:mod:`core.records` at the edge, which is what the CLI and the worker use.
 """
 from __future__ import annotations
 
 import io
 import json
 import struct
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import fastavro
 
-from streams.errors import DecodeError
+from core.errors import DecodeError
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 SchemaName = Literal["click", "prediction"]
@@ -27,7 +30,7 @@ def schema_path(name: str) -> Path:
     return SCHEMA_DIR / f"{name}.avsc"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> Any:
     """The parsed current schema of a contract (parsed once per process)."""
     with open(schema_path(name), encoding="utf-8") as f:
@@ -70,3 +73,27 @@ class AvroCodec:
         if buf.tell() != len(data):
             raise DecodeError(f"{self.name}: {len(data) - buf.tell()} trailing bytes after the message")
         return record
+
+
+class AvroRecord(Protocol):
+    SCHEMA: Any
+
+    def to_avro(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=AvroRecord)
+
+
+class RecordCodec(Generic[R]):
+    """Encode and decode typed records (``Click``, ``Prediction``) of one contract."""
+
+    def __init__(self, record_type: type[R], schema_id: int | None = None) -> None:
+        self.record_type = record_type
+        self.avro = AvroCodec(record_type.SCHEMA, schema_id)
+
+    def encode(self, record: R) -> bytes:
+        return self.avro.encode(record.to_avro())
+
+    def decode(self, data: bytes) -> R:
+        """Decode one message; malformed input raises :class:`DecodeError`."""
+        return self.record_type.from_avro(self.avro.decode(data))  # type: ignore[attr-defined, no-any-return]

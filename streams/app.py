@@ -1,7 +1,8 @@
 """The Faust app, built from the settings: ``faust -A streams.app worker -l info``.
 
 Importing this module connects to nothing and loads no model; the worker checks the model artifact when it
-initialises and the agent loads the predictor when it starts.
+initialises and the agent loads the predictor when it starts. The topics, the table and the agent register
+themselves on ``app`` when Faust's autodiscovery imports ``streams.agents``: this module never imports them.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 import faust
 
-from streams.settings import load_settings
+from core.settings import load_settings
 
 settings = load_settings()
 
@@ -18,7 +19,8 @@ app = faust.App(
     broker=settings.faust_broker,
     broker_credentials=settings.faust_credentials(),
     store=settings.store,
-    datadir=settings.data_dir_worker,
+    datadir=settings.state_dir,
+    autodiscover=["streams.agents"],
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
     processing_guarantee="at_least_once",
@@ -32,28 +34,21 @@ app = faust.App(
 )
 
 
-def rekeyed_topic_name() -> str:
-    return f"{settings.app_id}-clicks-rekeyed"
-
-
 @app.on_worker_init.connect
 def prepare_worker(sender: faust.App, **kwargs: object) -> None:
     """Before joining the group: a usable model, a reachable broker, and every topic with its partitions.
 
     Problems end the worker with one clear line and the CLI's exit code.
     """
+    from core.errors import ClickstreamError
+    from core.kafka import ensure_topics
     from model.artifact import read_manifest
-    from streams.errors import ClickstreamError
-    from streams.kafka_clients import ensure_topics
 
     try:
         read_manifest(settings.model_dir)
-        ensure_topics(settings, [settings.clicks_topic, rekeyed_topic_name(), settings.predictions_topic,
+        ensure_topics(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.predictions_topic,
                                  settings.dead_letter_topic])
     except ClickstreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
 
-
-# The topics, table and agent register themselves on ``app`` when imported.
-from streams import agents  # noqa: E402,F401

@@ -1,13 +1,12 @@
 """Topics and the window table of the worker (all keyed by raw user id bytes, values raw bytes)."""
 from __future__ import annotations
 
-from streams.app import app, rekeyed_topic_name, settings
+from streams.app import app, settings
 
 _raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw",
         "partitions": settings.partitions}
 # The worker creates missing topics with the configured partitions when it starts (streams.app).
-clicks_topic = app.topic(settings.clicks_topic, **_raw)
-rekeyed_clicks_topic = app.topic(rekeyed_topic_name(), **_raw)
+rekeyed_clicks_topic = app.topic(settings.rekeyed_topic, **_raw)
 predictions_topic = app.topic(settings.predictions_topic, **_raw)
 dead_letter_topic = app.topic(settings.dead_letter_topic, **_raw)
 # What the agent reads: clicks, and the clicks that arrived without their user id as key (see agents.py).

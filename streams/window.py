@@ -3,9 +3,11 @@
 Layout (little-endian): version (B), event count n (B), flags (B), base time ms (q), then n time deltas
 (I, ms after the base; q absolute times when the window spans more than 49 days), n event type codes (b),
 n event-id checksums (I, crc32: a re-delivered event is recognised), n category slots (B) into the distinct
-raw category ids that follow, joined by 0x1f. A 50-event window takes 558 bytes with 6 distinct categories
-(7-digit ids), 910 bytes with 50.
-Raw category ids are kept, so a new model version can use old windows.
+raw category ids that follow, each as a 2-byte length and its UTF-8 bytes (format 2; format 1 joined them
+with 0x1f, which an id containing that character broke; windows of format 1 still read). A 50-event window
+takes 562 bytes with 6 distinct categories (7-digit ids), 960 bytes with 50.
+Raw category ids are kept, so a new model version can use old windows. Event types are stored by their
+stable codes (``core.events``), never by a position in some list.
 """
 from __future__ import annotations
 
@@ -16,15 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streams.errors import DecodeError
-from streams.logs import EVENT_TYPES
+from core.errors import DecodeError
+from core.events import event_type_code
+from model.window import Window
 
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 MAX_EVENTS = 255
 _HEADER = struct.Struct("<BBBq")
+_LENGTH = struct.Struct("<H")
 _WIDE_TIMES = 1
-_SEP = "\x1f"
-EVENT_TYPE_CODE = {name: i for i, name in enumerate(EVENT_TYPES)}
+_V1_SEP = "\x1f"
 
 
 def event_checksum(event_id: str) -> int:
@@ -58,7 +62,7 @@ class UserWindow:
             return False
         at = bisect.bisect_right(self.times_ms, time_ms)
         self.times_ms.insert(at, time_ms)
-        self.event_types.insert(at, EVENT_TYPE_CODE.get(event_type, 0))
+        self.event_types.insert(at, event_type_code(event_type))
         self.checksums.insert(at, checksum)
         self.categories.insert(at, category)
         if len(self.times_ms) > max_events:
@@ -83,15 +87,15 @@ class UserWindow:
             struct.pack(f"<{n}b", *self.event_types),
             struct.pack(f"<{n}I", *self.checksums),
             bytes(slot[c] for c in self.categories),
-            _SEP.join(distinct).encode(),
+            *(_LENGTH.pack(len(raw)) + raw for raw in (c.encode() for c in distinct)),
         ])
 
     @classmethod
     def unpack(cls, data: bytes) -> UserWindow:
         try:
             version, n, flags, base = _HEADER.unpack_from(data)
-            if version != VERSION:
-                raise DecodeError(f"window format {version}, this code reads {VERSION}")
+            if version not in READS:
+                raise DecodeError(f"window format {version}, this code reads {READS}")
             at = _HEADER.size
             if flags & _WIDE_TIMES:
                 times = list(struct.unpack_from(f"<{n}q", data, at))
@@ -103,7 +107,7 @@ class UserWindow:
             checksums = list(struct.unpack_from(f"<{n}I", data, at + n))
             at += 5 * n
             slots = data[at: at + n]
-            distinct = data[at + n:].decode().split(_SEP) if n else []
+            distinct = _distinct_categories(data, at + n, version) if n else []
             categories = [distinct[s] for s in slots]
         except (struct.error, IndexError, UnicodeDecodeError) as exc:
             raise DecodeError(f"corrupt window ({exc})") from None
@@ -119,7 +123,21 @@ class UserWindow:
             return int(struct.unpack_from("<q", data, _HEADER.size + 8 * (n - 1))[0])
         return base + int(struct.unpack_from("<I", data, _HEADER.size + 4 * (n - 1))[0])
 
-    def model_window(self) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(categories, event type codes, times) as the predictor takes them."""
-        return (list(self.categories), np.asarray(self.event_types, dtype=np.int8),
-                np.asarray(self.times_ms, dtype=np.int64))
+    def model_window(self) -> Window:
+        """The window as the predictor takes it (a copy: later edits of this window do not change it)."""
+        return Window(list(self.categories), np.asarray(self.event_types, dtype=np.int8),
+                      np.asarray(self.times_ms, dtype=np.int64))
+
+
+def _distinct_categories(data: bytes, at: int, version: int) -> list[str]:
+    if version == 1:
+        return data[at:].decode().split(_V1_SEP)
+    distinct = []
+    while at < len(data):
+        (size,) = _LENGTH.unpack_from(data, at)
+        at += _LENGTH.size
+        if at + size > len(data):
+            raise IndexError("category id runs past the end")
+        distinct.append(data[at: at + size].decode())
+        at += size
+    return distinct

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 
-from streams.kafka_clients import consumer_at
-from streams.settings import Settings
+from core.kafka import consumer_at
+from core.records import Click
+from core.settings import Settings
 from tests.conftest import REPO
 
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
@@ -115,12 +116,12 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[An
     return records
 
 
-def sample_clicks(n: int, prefix: str) -> list[dict[str, Any]]:
+def sample_clicks(n: int, prefix: str) -> list[Click]:
     """``n`` clicks from the start of the Taobao sample (fresh event ids), or synthetic without it."""
     import itertools
 
-    from streams.logs import read_log
-    from streams.synthetic import synthetic_clicks
+    from core.logs import read_log
+    from core.synthetic import synthetic_clicks
     from tests.conftest import data_dir
 
     root = data_dir()
@@ -140,8 +141,8 @@ def worker_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     log = root / "train.csv"
     with open(log, "w") as f:
         for c in sample_clicks(30_000, "train"):
-            behaviour = {"view": "pv", "purchase": "buy"}.get(c["event_type"], c["event_type"])
-            f.write(f"{c['user_id']},{c['item_id']},{c['category_id']},{behaviour},{c['event_time_ms'] // 1000}\n")
+            behaviour = {"view": "pv", "purchase": "buy"}.get(c.event_type, c.event_type)
+            f.write(f"{c.user_id},{c.item_id},{c.category_id},{behaviour},{c.event_time_ms // 1000}\n")
     config = TrainConfig(window_length=50, lstm_units=16, epochs=1, batch_size=512, seed=3)
     train([log], "taobao", root / "model", config, verbose=0)
     return root / "model"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka_clients import ensure_topics, send_all
-from streams.settings import Settings
+from core.kafka import ensure_topics, send_all
+from core.settings import Settings
 from tests.integration.conftest import KAFKA_SH, consume, port_open
 
 PORT, CONTROLLER_PORT = 19092, 19093

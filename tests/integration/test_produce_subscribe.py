@@ -1,19 +1,21 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 from click.testing import CliRunner
 
-from schemas.codec import AvroCodec
-from streams.cli import main
-from streams.kafka_clients import ensure_topics, send_all, topic_size
-from streams.settings import Settings
-from streams.synthetic import synthetic_clicks
+from cli.main import main
+from core.kafka import ensure_topics, send_all, topic_size
+from core.records import Click, Prediction
+from core.settings import Settings
+from core.synthetic import synthetic_clicks
+from schemas.codec import RecordCodec
 from tests.integration.conftest import consume
 
-CLICK = AvroCodec("click")
+CLICK = RecordCodec(Click)
 
 
 def cli_env(s: Settings) -> dict[str, str]:
@@ -25,21 +27,20 @@ def test_10k_synthetic_clicks_are_read_back_field_for_field(settings: Settings) 
     result = CliRunner().invoke(main, ["produce", "--synthetic", "--users", "300", "--events", "10000",
                                        "--seed", "3", "-q"], env=cli_env(settings))
     assert result.exit_code == 0, result.output
-    expected = {c["event_id"]: c for c in synthetic_clicks(300, 10_000, seed=3)}
+    expected = {c.event_id: c for c in synthetic_clicks(300, 10_000, seed=3)}
     records = consume(settings, settings.clicks_topic, 10_000)
     assert len(records) == 10_000
     got = {}
     partitions_of_user: dict[str, set[int]] = {}
     for r in records:
         click = CLICK.decode(r.value)
-        assert r.key == click["user_id"].encode()
-        assert r.timestamp == click["event_time_ms"]
-        partitions_of_user.setdefault(click["user_id"], set()).add(r.partition)
-        got[click["event_id"]] = click
+        assert r.key == click.user_id.encode()
+        assert r.timestamp == click.event_time_ms
+        partitions_of_user.setdefault(click.user_id, set()).add(r.partition)
+        got[click.event_id] = click
     # the generator's start time follows the clock, so compare everything else exactly
     for event_id, click in got.items():
-        assert {k: v for k, v in click.items() if k != "event_time_ms"} == \
-            {k: v for k, v in expected[event_id].items() if k != "event_time_ms"}
+        assert dataclasses.replace(click, event_time_ms=0) == dataclasses.replace(expected[event_id], event_time_ms=0)
     assert set(got) == set(expected)
     assert all(len(p) == 1 for p in partitions_of_user.values()), "a user's clicks must share a partition"
     assert len({p for ps in partitions_of_user.values() for p in ps}) == 4
@@ -64,17 +65,16 @@ def test_bad_rows_are_reported_and_strict_fails(settings: Settings, tmp_path: Pa
     assert "line 2: unknown behaviour 'oops'" in strict.output
 
 
-def prediction(user: str, i: int) -> dict:
-    return {"event_id": f"e{i}", "user_id": user, "event_time_ms": 1000 + i, "predicted_at_ms": 2000 + i,
-            "model_version": "test", "top_categories": [{"category_id": "42", "score": 0.5}],
-            "next_event_type": {"view": 0.75, "cart": 0.25}, "purchase_probability": 0.125,
-            "window_length": i}
+def prediction(user: str, i: int) -> Prediction:
+    return Prediction(event_id=f"e{i}", user_id=user, event_time_ms=1000 + i, predicted_at_ms=2000 + i,
+                      model_version="test", top_categories=(("42", 0.5),),
+                      next_event_type={"view": 0.75, "cart": 0.25}, purchase_probability=0.125, window_length=i)
 
 
 def test_subscribe_filters_by_user_and_stops_at_max(settings: Settings) -> None:
-    codec = AvroCodec("prediction")
+    codec = RecordCodec(Prediction)
     ensure_topics(settings, [settings.predictions_topic])
-    messages = [(p["user_id"].encode(), codec.encode(p), None)
+    messages = [(p.user_id.encode(), codec.encode(p), None)
                 for i in range(30) for p in [prediction("alice" if i % 3 == 0 else "bob", i)]]
     stats = send_all(settings, settings.predictions_topic, messages)
     assert stats.sent == 30 and stats.failed == 0

@@ -6,13 +6,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from schemas.codec import AvroCodec
-from streams.settings import Settings
+from benchmarks.worker_process import WorkerProcess, worker_env
+from core.records import Click, Prediction
+from core.settings import Settings
+from schemas.codec import RecordCodec
 from streams.window import UserWindow
-from streams.worker_process import WorkerProcess, worker_env
 from tests.integration.conftest import consume_until, read_all
 
-PREDICTION = AvroCodec("prediction")
+PREDICTION = RecordCodec(Prediction)
 TEST_SHAPES = {"predictor_batch_sizes": (64, 512), "predictor_lengths": (16,), "inference_threads": 1}
 
 
@@ -22,14 +23,14 @@ def worker_for(settings: Settings, model_dir: Path, state_dir: Path, name: str =
     return WorkerProcess(worker_env(s, model_dir, state_dir), state_dir.parent / f"{name}.log")
 
 
-def predictions_by_event(settings: Settings, event_ids: Iterable[str], timeout_s: float = 180.0) -> dict[str, list[dict]]:
+def predictions_by_event(settings: Settings, event_ids: Iterable[str], timeout_s: float = 180.0) -> dict[str, list[Prediction]]:
     """Read predictions until every event id has at least one; all predictions per event id."""
     wanted = set(event_ids)
-    found: dict[str, list[dict]] = {}
+    found: dict[str, list[Prediction]] = {}
 
     def take(record: Any) -> bool:
         p = PREDICTION.decode(record.value)
-        found.setdefault(p["event_id"], []).append(p)
+        found.setdefault(p.event_id, []).append(p)
         return wanted <= found.keys()
 
     consume_until(settings, settings.predictions_topic, take, timeout_s,
@@ -37,12 +38,12 @@ def predictions_by_event(settings: Settings, event_ids: Iterable[str], timeout_s
     return found
 
 
-def expected_windows(clicks: Iterable[dict[str, Any]], max_events: int) -> dict[str, UserWindow]:
+def expected_windows(clicks: Iterable[Click], max_events: int) -> dict[str, UserWindow]:
     """Windows of an uninterrupted run: every click once, in production order per user."""
     windows: dict[str, UserWindow] = {}
     for c in clicks:
-        windows.setdefault(c["user_id"], UserWindow.empty()).add(
-            c["event_id"], c["category_id"], c["event_type"], c["event_time_ms"], max_events)
+        windows.setdefault(c.user_id, UserWindow.empty()).add(
+            c.event_id, c.category_id, c.event_type, c.event_time_ms, max_events)
     return windows
 
 

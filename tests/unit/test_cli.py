@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import main
+from cli.main import main
 
 
-@pytest.mark.parametrize("command", ["produce", "subscribe", "topics"])
+@pytest.mark.parametrize("command", ["produce", "subscribe", "topics", "replay", "train", "evaluate"])
 def test_help_shows_an_environment_variable_for_every_option(command: str) -> None:
     result = CliRunner().invoke(main, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0

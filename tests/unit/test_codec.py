@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.errors import DecodeError
 from schemas.codec import AvroCodec
-from streams.errors import DecodeError
 
 ids = st.text(min_size=1, max_size=40)
 longs = st.integers(min_value=-(2**63), max_value=2**63 - 1)

@@ -6,7 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from model.data import EVENT_TYPE_INDEX, TimeSplit, clean_events, purchase_labels, target_positions
+from core.events import EVENT_TYPE_CODES as EVENT_TYPE_INDEX
+from core.records import Click
+from model.data import (
+    TimeSplit,
+    clean_events,
+    purchase_labels,
+    target_positions,
+)
 from model.features import OOV, PAD, FeatureSpec, encode_windows, window_index
 
 SPEC = FeatureSpec(categories=("shoes", "hats"))  # shoes -> 2, hats -> 3, anything else -> OOV (1)
@@ -63,8 +70,8 @@ def test_features_do_not_depend_on_padding_length() -> None:
         np.testing.assert_array_equal(long[name][:, -2:], short[name])
 
 
-def click(user: str, cat: str, etype: str, t_s: int, item: str = "i") -> dict:
-    return {"user_id": user, "item_id": item, "category_id": cat, "event_type": etype, "event_time_ms": t_s * 1000}
+def click(user: str, cat: str, etype: str, t_s: int, item: str = "i") -> Click:
+    return Click(event_id="e", user_id=user, item_id=item, category_id=cat, event_type=etype, event_time_ms=t_s * 1000)
 
 
 def test_cleaning_split_and_purchase_labels() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.errors import ConfigError, InputError
-from streams.logs import ColumnMapping, ReadReport, read_log
+from core.errors import ConfigError, InputError
+from core.logs import ColumnMapping, ReadReport, read_log
 
 TAOBAO = """1,10,100,pv,1511544070
 1,11,100,cart,1511544075
@@ -24,8 +24,8 @@ def test_taobao_rows_become_clicks_and_bad_rows_are_counted_with_line_numbers(tm
     path.write_text(TAOBAO)
     report = ReadReport(str(path))
     clicks = list(read_log(path, "taobao", report=report))
-    assert [c["event_type"] for c in clicks] == ["view", "cart", "purchase"]
-    assert clicks[0] == {"event_id": "ub.csv:1", "user_id": "1", "session_id": None, "item_id": "10",
+    assert [c.event_type for c in clicks] == ["view", "cart", "purchase"]
+    assert clicks[0].to_avro() == {"event_id": "ub.csv:1", "user_id": "1", "session_id": None, "item_id": "10",
                          "category_id": "100", "event_type": "view", "event_time_ms": 1511544070000,
                          "price": None, "user_attributes": {}}
     assert (report.rows, report.good, report.bad) == (7, 3, 4)
@@ -46,7 +46,7 @@ def test_gzip_is_read_transparently_and_missing_files_are_one_error(tmp_path: Pa
     with gzip.open(path, "wt") as f:
         f.write(TAOBAO)
     assert len(list(read_log(path, "taobao"))) == 3
-    assert next(read_log(path, "taobao"))["event_id"] == "ub.csv:1"
+    assert next(read_log(path, "taobao")).event_id == "ub.csv:1"
     with pytest.raises(InputError, match="does not exist"):
         list(read_log(tmp_path / "nope.csv", "taobao"))
 
@@ -59,8 +59,8 @@ def test_rees46_keeps_19_digit_ids_sessions_and_prices(tmp_path: Path) -> None:
         "2019-10-01 00:00:01 UTC,teleport,1,2,,,1.0,3,s\n")
     report = ReadReport("rees")
     (click,) = read_log(path, "rees46", report=report)
-    assert click["category_id"] == "2103807459595387724"
-    assert (click["session_id"], click["price"], click["event_time_ms"]) == ("72d7", 35.79, 1569888000000)
+    assert click.category_id == "2103807459595387724"
+    assert (click.session_id, click.price, click.event_time_ms) == ("72d7", 35.79, 1569888000000)
     assert report.first_bad == [(3, "unknown event type 'teleport'")]
 
 
@@ -75,8 +75,8 @@ def test_generic_csv_and_jsonl_with_a_yaml_mapping(tmp_path: Path) -> None:
                    ' "id": "e1", "segment": "vip"}\nnot json\n')
     report = ReadReport("generic")
     (click,) = read_log(log, "generic", mapping=ColumnMapping.load(mapping_file), report=report)
-    assert click["event_id"] == "e1" and click["user_id"] == "7" and click["event_type"] == "cart"
-    assert click["event_time_ms"] == 1704067200000 and click["user_attributes"] == {"segment": "vip"}
+    assert click.event_id == "e1" and click.user_id == "7" and click.event_type == "cart"
+    assert click.event_time_ms == 1704067200000 and click.user_attributes == {"segment": "vip"}
     assert report.bad == 1 and report.first_bad[0][0] == 2
 
     csv_mapping = tmp_path / "csv.yaml"
@@ -85,7 +85,7 @@ def test_generic_csv_and_jsonl_with_a_yaml_mapping(tmp_path: Path) -> None:
     csv_log = tmp_path / "events.csv"
     csv_log.write_text("u1;i1;c1;purchase;1700000000123\n")
     (click,) = read_log(csv_log, "generic", mapping=ColumnMapping.load(csv_mapping))
-    assert (click["event_type"], click["event_time_ms"], click["event_id"]) == ("purchase", 1700000000123,
+    assert (click.event_type, click.event_time_ms, click.event_id) == ("purchase", 1700000000123,
                                                                                  "events.csv:1")
 
 
@@ -115,7 +115,7 @@ def test_real_taobao_sample_counts(taobao_sample: Path) -> None:
     report = ReadReport(str(taobao_sample))
     users = set()
     for click in read_log(taobao_sample, "taobao", report=report):
-        users.add(click["user_id"])
+        users.add(click.user_id)
     assert report.rows == 195_269 and report.bad == 0
     assert len(users) == 70_847
 
@@ -124,4 +124,4 @@ def test_real_rees46_sample_counts(rees46_sample: Path) -> None:
     report = ReadReport(str(rees46_sample))
     clicks = list(read_log(rees46_sample, "rees46", report=report))
     assert report.rows == 18_117 and report.bad == 0
-    assert {c["event_type"] for c in clicks} <= {"view", "cart", "purchase"}
+    assert {c.event_type for c in clicks} <= {"view", "cart", "purchase"}

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.predictor import Predictor, Window
+from core.errors import ModelError
+from model.predictor import Predictor
 from model.train import TrainConfig, train
-from streams.errors import ModelError
+from model.window import Window
 
 CYCLE = [f"c{i}" for i in range(10)]
 TINY = TrainConfig(window_length=8, lstm_units=16, epochs=8, patience=8, batch_size=128, learning_rate=1e-2,

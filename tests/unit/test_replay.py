@@ -4,27 +4,36 @@ from pathlib import Path
 
 import pytest
 
-from streams.errors import ConfigError, InputError
-from streams.replay import Checkpoint, ReplayCounters, in_event_time_order, merge_by_time, pacing, parse_speed
+from cli.replay import (
+    Checkpoint,
+    ReplayCounters,
+    in_event_time_order,
+    merge_by_time,
+    pacing,
+    parse_speed,
+)
+from core.errors import ConfigError, InputError
+from core.records import Click
 
 
-def clicks(times: list[int]) -> list[dict]:
-    return [{"event_id": str(i), "event_time_ms": t} for i, t in enumerate(times)]
+def clicks(times: list[int]) -> list[Click]:
+    return [Click(event_id=str(i), user_id="u", item_id="i", category_id="c", event_type="view", event_time_ms=t)
+            for i, t in enumerate(times)]
 
 
 def test_bounded_reordering_and_late_events() -> None:
     counters = ReplayCounters()
-    out = [c["event_time_ms"] for c in in_event_time_order(clicks([3, 1, 2, 9, 4, 0]), counters, reorder_buffer=3)]
+    out = [c.event_time_ms for c in in_event_time_order(clicks([3, 1, 2, 9, 4, 0]), counters, reorder_buffer=3)]
     # the buffer of 3 sorts local disorder; 0 arrives after 1 and 2 were sent: it goes out late
     assert out == [1, 2, 0, 3, 4, 9] and counters.late == 1
     counters = ReplayCounters()
-    assert [c["event_time_ms"] for c in in_event_time_order(clicks([3, 1, 2]), counters)] == [1, 2, 3]
+    assert [c.event_time_ms for c in in_event_time_order(clicks([3, 1, 2]), counters)] == [1, 2, 3]
     assert counters.late == 0
 
 
 def test_merge_of_several_logs_by_event_time() -> None:
     merged = merge_by_time([iter(clicks([1, 5, 9])), iter(clicks([2, 3, 10]))])
-    assert [c["event_time_ms"] for c in merged] == [1, 2, 3, 5, 9, 10]
+    assert [c.event_time_ms for c in merged] == [1, 2, 3, 5, 9, 10]
 
 
 def test_speed_parsing_and_pacing_with_idle_gaps_cut() -> None:

@@ -4,28 +4,28 @@ from pathlib import Path
 
 import pytest
 
-from streams.errors import ConfigError
-from streams.settings import Settings, load_settings
+from core.errors import ConfigError
+from core.settings import Settings, load_settings
 
 
 def test_defaults_then_yaml_then_environment(tmp_path: Path) -> None:
     config = tmp_path / "settings.yaml"
-    config.write_text("broker: kafka://10.0.0.1:9092\nwindow_length: 20\nclicks_topic: yaml-clicks\n")
-    env = {"CLICKSTREAM_WINDOW_LENGTH": "30", "CLICKSTREAM_CONFIG": str(config)}
+    config.write_text("broker: kafka://10.0.0.1:9092\nbatch_max: 20\nclicks_topic: yaml-clicks\n")
+    env = {"CLICKSTREAM_BATCH_MAX": "30", "CLICKSTREAM_CONFIG": str(config)}
     s = load_settings(env=env)
-    assert s.window_length == 30  # environment beats the file
+    assert s.batch_max == 30  # environment beats the file
     assert s.clicks_topic == "yaml-clicks"  # file beats the default
     assert s.predictions_topic == "predictions"  # default
     assert s.bootstrap_servers == ["10.0.0.1:9092"]
     assert s.faust_broker == "kafka://10.0.0.1:9092"
-    assert load_settings(env=env, window_length=40).window_length == 40  # explicit overrides win
+    assert load_settings(env=env, batch_max=40).batch_max == 40  # explicit overrides win
 
 
 def test_bad_values_are_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="window_length must be int"):
-        load_settings(env={"CLICKSTREAM_WINDOW_LENGTH": "fifty"})
-    with pytest.raises(ConfigError, match="window_length must be at least 1"):
-        load_settings(env={"CLICKSTREAM_WINDOW_LENGTH": "0"})
+    with pytest.raises(ConfigError, match="batch_max must be int"):
+        load_settings(env={"CLICKSTREAM_BATCH_MAX": "fifty"})
+    with pytest.raises(ConfigError, match="batch_max must be at least 1"):
+        load_settings(env={"CLICKSTREAM_BATCH_MAX": "0"})
     with pytest.raises(ConfigError, match="security_protocol must be one of"):
         load_settings(env={"CLICKSTREAM_SECURITY_PROTOCOL": "TLS"})
     with pytest.raises(ConfigError, match="does not exist"):
@@ -56,4 +56,9 @@ def test_sasl_scram_passes_to_both_clients_and_hides_the_password() -> None:
 def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(AttributeError):
-        s.window_length = 3  # type: ignore[misc]
+        s.batch_max = 3  # type: ignore[misc]
+
+
+def test_to_env_reproduces_the_settings() -> None:
+    s = Settings(broker="b:1", app_id="x", predictor_batch_sizes=(8, 64), schema_id_click=3, state_dir="/s")
+    assert load_settings(env=s.to_env()) == s

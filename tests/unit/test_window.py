@@ -4,9 +4,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import AvroCodec
-from streams.errors import DecodeError
-from streams.processing import check_click, stale_keys, update_windows
+from core.errors import DecodeError
+from core.records import Click
+from schemas.codec import RecordCodec
+from streams.batch import check_click, stale_keys, update_windows
 from streams.window import UserWindow
 
 NOW_MS = 1_700_000_000_000
@@ -30,7 +31,7 @@ def test_add_dedupes_places_late_events_and_keeps_the_newest_n() -> None:
 def test_pack_unpack_round_trip(events: list) -> None:
     w = UserWindow.empty()
     for event_id, category, event_type, t in events:
-        w.add(event_id, category.replace("\x1f", ""), event_type, t, max_events=50)
+        w.add(event_id, category, event_type, t, max_events=50)
     back = UserWindow.unpack(w.pack())
     assert back == w
     if len(w):
@@ -51,14 +52,14 @@ def test_corrupt_window_bytes_raise_decode_error() -> None:
         UserWindow.unpack(b"\x09" + UserWindow.empty().pack()[1:])
 
 
-CLICK = AvroCodec("click")
+CLICK = RecordCodec(Click)
 
 
-def make(**overrides: object) -> dict:
+def make(**overrides: object) -> Click:
     c = {"event_id": "e", "user_id": "u", "session_id": None, "item_id": "i", "category_id": "c",
          "event_type": "view", "event_time_ms": NOW_MS, "price": None, "user_attributes": {}}
     c.update(overrides)
-    return c
+    return Click(**c)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("overrides", "reason"), [
@@ -106,3 +107,22 @@ def test_idle_windows_expire_by_event_time() -> None:
     day = 86_400_000
     items = [(b"active", packed(NOW_MS - day)), (b"idle", packed(NOW_MS - 8 * day)), (b"gone", None)]
     assert stale_keys(items, stream_time_ms=NOW_MS, ttl_ms=7 * day) == [b"idle"]
+
+
+def test_a_window_packed_in_format_1_still_reads() -> None:
+    # packed by the format-1 code (0x1f-joined ids): view, cart, purchase at +0 s, +30 s, +95 s
+    old = bytes.fromhex("01030000ab6bec5f010000000000003075000018730100010305278d8d089ddc84910bec83e6000100"
+                        "343735363130351f32353230333737")
+    w = UserWindow.unpack(old)
+    assert w.categories == ["4756105", "2520377", "4756105"]
+    assert w.event_types == [1, 3, 5] and w.times_ms == [1_511_500_000_000, 1_511_500_030_000, 1_511_500_095_000]
+    assert w.checksums == [143494439, 2441403549, 3867405323]
+    assert UserWindow.unpack(w.pack()) == w  # written back in the current format
+
+
+def test_category_ids_with_any_character_survive() -> None:
+    w = UserWindow.empty()
+    w.add("a", "c\x1f123", "view", NOW_MS, 50)
+    w.add("b", "777", "cart", NOW_MS + 1, 50)
+    w.add("c", "", "view", NOW_MS + 2, 50)
+    assert UserWindow.unpack(w.pack()).categories == ["c\x1f123", "777", ""]

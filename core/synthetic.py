@@ -8,11 +8,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
-from typing import Any
+
+from core.records import Click
 
 
 def synthetic_clicks(users: int, events: int, *, seed: int = 0, categories: int = 300,
-                     start_ms: int | None = None, id_prefix: str | None = None) -> Iterator[dict[str, Any]]:
+                     start_ms: int | None = None, id_prefix: str | None = None) -> Iterator[Click]:
     """Yield ``events`` clicks of ``users`` shoppers in event-time order."""
     if users < 1 or events < 0 or categories < 2:
         raise ValueError("users >= 1, events >= 0 and categories >= 2 are required")
@@ -45,11 +46,8 @@ def synthetic_clicks(users: int, events: int, *, seed: int = 0, categories: int 
         else:
             event_type = "view"
         current[u], last_type[u] = category, event_type
-        yield {
-            "event_id": f"{prefix}-{i}", "user_id": f"u{u}", "session_id": None,
-            "item_id": str(category * 1000 + rng.randrange(50)), "category_id": str(category),
-            "event_type": event_type, "event_time_ms": now_ms, "price": None, "user_attributes": {},
-        }
+        yield Click(event_id=f"{prefix}-{i}", user_id=f"u{u}", item_id=str(category * 1000 + rng.randrange(50)),
+                    category_id=str(category), event_type=event_type, event_time_ms=now_ms)
 
 
 def write_taobao_csv(path: str, users: int, events: int, seed: int = 0) -> None:
@@ -58,8 +56,8 @@ def write_taobao_csv(path: str, users: int, events: int, seed: int = 0) -> None:
     start_ms = 1_700_000_000_000
     with open(path, "w") as f:
         for c in synthetic_clicks(users, events, seed=seed, start_ms=start_ms):
-            f.write(f"{c['user_id'][1:]},{c['item_id']},{c['category_id']},{behaviour[c['event_type']]},"
-                    f"{c['event_time_ms'] // 1000}\n")
+            f.write(f"{c.user_id[1:]},{c.item_id},{c.category_id},{behaviour[c.event_type]},"
+                    f"{c.event_time_ms // 1000}\n")
 
 
 if __name__ == "__main__":  # pragma: no cover - used by deploy/demo.sh

@@ -14,17 +14,17 @@ CLICKSTREAM_DEAD_LETTER_TOPIC   topic of clicks that could not be processed (``c
 CLICKSTREAM_PARTITIONS     partitions of the topics ``clickstream topics`` creates (4)
 CLICKSTREAM_REPLICATION_FACTOR  replication factor of those topics (1)
 CLICKSTREAM_APP_ID         Faust app id = consumer group and table changelog prefix
-CLICKSTREAM_WINDOW_LENGTH  events kept per user and fed to the model (50)
 CLICKSTREAM_WINDOW_TTL_S   users idle longer than this lose their window (7 days)
 CLICKSTREAM_BATCH_MAX      most clicks per micro-batch (512)
 CLICKSTREAM_BATCH_WITHIN_MS  longest wait to fill a micro-batch (20)
 CLICKSTREAM_TOP_K          categories per prediction (10)
-CLICKSTREAM_MODEL_DIR      trained model artifact folder (``artifacts/model``)
+CLICKSTREAM_MODEL_DIR      trained model artifact folder (``artifacts/model``); the worker keeps the N
+                           events per user that the model's manifest names
 CLICKSTREAM_INFERENCE_THREADS  TensorFlow intra-op threads for the predictor (2)
 CLICKSTREAM_PREDICTOR_BATCH_SIZES  batch shapes compiled and warmed at start (``1,8,32,128,512``)
 CLICKSTREAM_PREDICTOR_LENGTHS  window-length shapes besides the model's N (``8,16,32``)
 CLICKSTREAM_STORE          Faust table store (``rocksdb://``)
-CLICKSTREAM_DATA_DIR_WORKER  worker state folder (``.state/worker``)
+CLICKSTREAM_STATE_DIR      worker state folder: RocksDB tables (``.state/worker``)
 CLICKSTREAM_SCHEMA_ID_CLICK / _PREDICTION  set to use the Confluent wire format with these schema ids
 CLICKSTREAM_SECURITY_PROTOCOL  PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
 CLICKSTREAM_SASL_MECHANISM  PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
@@ -42,9 +42,10 @@ from typing import Any, Literal, get_args, get_type_hints
 
 import yaml
 
-from streams.errors import ConfigError
+from core.errors import ConfigError
 
 ENV_PREFIX = "CLICKSTREAM_"
+DEFAULT_MODEL_DIR = "artifacts/model"
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
@@ -60,17 +61,16 @@ class Settings:
     partitions: int = 4
     replication_factor: int = 1
     app_id: str = "clickstream-intent"
-    window_length: int = 50
     window_ttl_s: int = 7 * 24 * 3600
     batch_max: int = 512
     batch_within_ms: int = 20
     top_k: int = 10
-    model_dir: str = "artifacts/model"
+    model_dir: str = DEFAULT_MODEL_DIR
     inference_threads: int = 2
     predictor_batch_sizes: tuple[int, ...] = (1, 8, 32, 128, 512)
     predictor_lengths: tuple[int, ...] = (8, 16, 32)
     store: str = "rocksdb://"
-    data_dir_worker: str = ".state/worker"
+    state_dir: str = ".state/worker"
     schema_id_click: int | None = None
     schema_id_prediction: int | None = None
     security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -80,15 +80,28 @@ class Settings:
     ssl_cafile: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("partitions", "replication_factor", "window_length", "batch_max", "top_k",
-                     "inference_threads", "window_ttl_s"):
+        for name in ("partitions", "replication_factor", "batch_max", "top_k", "inference_threads",
+                     "window_ttl_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.window_length > 255:
-            raise ConfigError(f"window_length is at most 255, got {self.window_length}")
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password
                                                                and self.sasl_mechanism):
             raise ConfigError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+
+    @property
+    def rekeyed_topic(self) -> str:
+        """Internal topic of clicks that arrived without their user id as key (co-partitioned with clicks)."""
+        return f"{self.app_id}-clicks-rekeyed"
+
+    def to_env(self) -> dict[str, str]:
+        """``CLICKSTREAM_*`` variables that reproduce these settings in another process (a worker)."""
+        env = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                env[ENV_PREFIX + field.name.upper()] = (",".join(map(str, value)) if isinstance(value, tuple)
+                                                        else str(value))
+        return env
 
     @property
     def bootstrap_servers(self) -> list[str]:

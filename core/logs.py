@@ -1,6 +1,6 @@
 """Streaming readers of historical click logs, shared by the CLI (produce, replay) and model training.
 
-Each reader yields click dicts in the shape of ``schemas/click.avsc``, one row at a time (constant memory),
+Each reader yields :class:`~core.records.Click` records, one row at a time (constant memory),
 accepts gzip files, and counts bad rows in a :class:`ReadReport` instead of stopping, unless ``strict``.
 
 Formats:
@@ -23,11 +23,12 @@ from typing import Any, Literal
 
 import yaml
 
-from streams.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
+from core.events import EVENT_TYPES
+from core.records import Click
 
 LogFormat = Literal["taobao", "rees46", "generic"]
 FORMATS: tuple[str, ...] = ("taobao", "rees46", "generic")
-EVENT_TYPES = ("unknown", "view", "fav", "cart", "remove_from_cart", "purchase")
 TAOBAO_BEHAVIOUR = {"pv": "view", "fav": "fav", "cart": "cart", "buy": "purchase"}
 MAX_REPORTED_BAD_ROWS = 5
 
@@ -156,7 +157,7 @@ def _parse_time_ms(value: Any, time_format: str) -> int:
         raise BadRow(f"bad event time {value!r}") from None
 
 
-def _taobao_rows(f: io.TextIOBase, prefix: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _taobao_rows(f: io.TextIOBase, prefix: str) -> Iterator[tuple[int, Click | BadRow]]:
     for line_no, row in enumerate(csv.reader(f), start=1):
         if len(row) != 5:
             yield line_no, BadRow(f"expected 5 columns, got {len(row)}")  # type: ignore[misc]
@@ -166,17 +167,15 @@ def _taobao_rows(f: io.TextIOBase, prefix: str) -> Iterator[tuple[int, dict[str,
             event_type = TAOBAO_BEHAVIOUR.get(behaviour)
             if event_type is None:
                 raise BadRow(f"unknown behaviour {behaviour!r}")
-            yield line_no, {
-                "event_id": f"{prefix}:{line_no}", "user_id": _id(user, "user id"),
-                "session_id": None, "item_id": _id(item, "item id"),
-                "category_id": _id(category, "category id"), "event_type": event_type,
-                "event_time_ms": _parse_time_ms(ts, "unix_s"), "price": None, "user_attributes": {},
-            }
+            yield line_no, Click(
+                event_id=f"{prefix}:{line_no}", user_id=_id(user, "user id"), item_id=_id(item, "item id"),
+                category_id=_id(category, "category id"), event_type=event_type,
+                event_time_ms=_parse_time_ms(ts, "unix_s"))
         except BadRow as exc:
             yield line_no, exc  # type: ignore[misc]
 
 
-def _rees46_rows(f: io.TextIOBase, prefix: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _rees46_rows(f: io.TextIOBase, prefix: str) -> Iterator[tuple[int, Click | BadRow]]:
     reader = csv.reader(f)
     header = next(reader, None)
     expected = ["event_time", "event_type", "product_id", "category_id", "category_code", "brand", "price",
@@ -195,18 +194,15 @@ def _rees46_rows(f: io.TextIOBase, prefix: str) -> Iterator[tuple[int, dict[str,
                 price_value = float(price) if price else None
             except ValueError:
                 raise BadRow(f"bad price {price!r}") from None
-            yield line_no, {
-                "event_id": f"{prefix}:{line_no}", "user_id": _id(user, "user id"),
-                "session_id": session or None, "item_id": _id(product, "product id"),
-                "category_id": _id(category, "category id"), "event_type": event_type,
-                "event_time_ms": _parse_time_ms(event_time, "iso"), "price": price_value,
-                "user_attributes": {},
-            }
+            yield line_no, Click(
+                event_id=f"{prefix}:{line_no}", user_id=_id(user, "user id"), item_id=_id(product, "product id"),
+                category_id=_id(category, "category id"), event_type=event_type,
+                event_time_ms=_parse_time_ms(event_time, "iso"), session_id=session or None, price=price_value)
         except BadRow as exc:
             yield line_no, exc  # type: ignore[misc]
 
 
-def _generic_rows(f: io.TextIOBase, prefix: str, m: ColumnMapping) -> Iterator[tuple[int, dict[str, Any]]]:
+def _generic_rows(f: io.TextIOBase, prefix: str, m: ColumnMapping) -> Iterator[tuple[int, Click | BadRow]]:
     records: Iterator[tuple[int, Any]]
     if m.format == "jsonl":
         def parse_json() -> Iterator[tuple[int, Any]]:
@@ -247,23 +243,22 @@ def _generic_rows(f: io.TextIOBase, prefix: str, m: ColumnMapping) -> Iterator[t
             session = get(rec, cols["session_id"]) if "session_id" in cols else None
             event_id = get(rec, cols["event_id"]) if "event_id" in cols else None
             attrs = {str(a): str(v) for a in m.user_attributes if (v := get(rec, a)) not in (None, "")}
-            yield line_no, {
-                "event_id": str(event_id) if event_id not in (None, "") else f"{prefix}:{line_no}",
-                "user_id": _id(get(rec, cols["user_id"]), "user id"),
-                "session_id": str(session) if session not in (None, "") else None,
-                "item_id": _id(get(rec, cols["item_id"]), "item id"),
-                "category_id": _id(get(rec, cols["category_id"]), "category id"),
-                "event_type": event_type,
-                "event_time_ms": _parse_time_ms(get(rec, cols["event_time"]), m.time_format),
-                "price": price, "user_attributes": attrs,
-            }
+            yield line_no, Click(
+                event_id=str(event_id) if event_id not in (None, "") else f"{prefix}:{line_no}",
+                user_id=_id(get(rec, cols["user_id"]), "user id"),
+                item_id=_id(get(rec, cols["item_id"]), "item id"),
+                category_id=_id(get(rec, cols["category_id"]), "category id"),
+                event_type=event_type,
+                event_time_ms=_parse_time_ms(get(rec, cols["event_time"]), m.time_format),
+                session_id=str(session) if session not in (None, "") else None,
+                price=price, user_attributes=attrs)
         except BadRow as exc:
             yield line_no, exc  # type: ignore[misc]
 
 
 def read_log(path: str | os.PathLike[str], fmt: LogFormat, *, mapping: ColumnMapping | None = None,
              strict: bool = False, report: ReadReport | None = None,
-             id_prefix: str | None = None) -> Iterator[dict[str, Any]]:
+             id_prefix: str | None = None) -> Iterator[Click]:
     """Yield the clicks of one log file in file order; bad rows go to ``report`` (or raise under strict).
 
     Event ids are ``<id_prefix>:<line number>`` (prefix defaults to the file name) unless the log has its

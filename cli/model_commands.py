@@ -3,21 +3,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+
 import click
 
+from cli.options import env_option, log_format_options
+from core.settings import DEFAULT_MODEL_DIR
 from model.config import TrainConfig
-from streams.cli import env_option, log_options, main
 
 DEFAULTS = TrainConfig()
 
 
-@main.command()
+@click.command()
 @click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@log_options
-@env_option("--out", env="CLICKSTREAM_MODEL_DIR", default="artifacts/model", show_default=True,
+@log_format_options
+@env_option("--out", env="CLICKSTREAM_MODEL_DIR", default=DEFAULT_MODEL_DIR, show_default=True,
             type=click.Path(file_okay=False), help="Artifact folder to write.")
-@env_option("--window-length", env="CLICKSTREAM_WINDOW_LENGTH", type=int,
-            default=DEFAULTS.window_length, show_default=True, help="Events per window (N).")
+@env_option("--window-length", env="CLICKSTREAM_TRAIN_WINDOW_LENGTH", type=int,
+            default=DEFAULTS.window_length, show_default=True,
+            help="Events per window (N); the worker keeps the N of the model it serves.")
 @env_option("--units", env="CLICKSTREAM_LSTM_UNITS", type=int,
             default=DEFAULTS.lstm_units, show_default=True, help="LSTM units.")
 @env_option("--layers", env="CLICKSTREAM_LSTM_LAYERS", type=int,
@@ -31,7 +34,7 @@ DEFAULTS = TrainConfig()
 @env_option("--epochs", env="CLICKSTREAM_EPOCHS", type=int,
             default=DEFAULTS.epochs, show_default=True,
             help="Most epochs; early stopping on the validation loss usually ends sooner.")
-@env_option("--batch-size", env="CLICKSTREAM_BATCH_SIZE", type=int,
+@env_option("--batch-size", env="CLICKSTREAM_TRAIN_BATCH_SIZE", type=int,
             default=DEFAULTS.batch_size, show_default=True, help="Training batch size.")
 @env_option("--test-fraction", env="CLICKSTREAM_TEST_FRACTION", type=float,
             default=DEFAULTS.test_fraction, show_default=True,
@@ -44,7 +47,7 @@ DEFAULTS = TrainConfig()
             help="Seed of every random choice: same data + same seed = same model.")
 @env_option("--tensorboard", env="CLICKSTREAM_TENSORBOARD", is_flag=True,
             help="Also write TensorBoard logs to OUT/tensorboard.")
-def train(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, id_prefix: str | None, out: str,
+def train(logs: tuple[str, ...], fmt: str, mapping: str | None, out: str,
           window_length: int, units: int, layers: int, recurrent_steps: int, dropout: float, epochs: int,
           batch_size: int, test_fraction: float, val_fraction: float, seed: int, tensorboard: bool) -> None:
     """Train the next-intent LSTM on LOGS (time split: train on the earlier part) and write an artifact."""
@@ -62,10 +65,10 @@ def train(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, id
                f"{len(manifest['features']['categories'])} categories in the vocabulary")
 
 
-@main.command()
+@click.command()
 @click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@log_options
-@env_option("--model", "model_dir", env="CLICKSTREAM_MODEL_DIR", default="artifacts/model", show_default=True,
+@log_format_options
+@env_option("--model", "model_dir", env="CLICKSTREAM_MODEL_DIR", default=DEFAULT_MODEL_DIR, show_default=True,
             type=click.Path(file_okay=False), help="Model artifact folder.")
 @env_option("--split", env="CLICKSTREAM_SPLIT", type=click.Choice(["time", "none"]), default="time",
             show_default=True, help="time: the test part of the log's time range (as in training); "

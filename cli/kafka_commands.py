@@ -1,69 +1,37 @@
-"""The ``clickstream`` command: topics, produce, subscribe, replay, train, evaluate.
-
-Every option falls back to an environment variable, shown in ``--help``. Errors of this project become one
-line on stderr and a non-zero exit code, in one place (:class:`CLI`).
-"""
+"""The Kafka-facing commands: ``topics``, ``produce``, ``subscribe``, ``replay``."""
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import click
 
-from streams.errors import ClickstreamError, InputError
-from streams.logs import FORMATS, ColumnMapping, ReadReport, read_log
-from streams.settings import Settings, load_settings
+from cli.options import (
+    broker_option,
+    config_option,
+    env_option,
+    iter_logs,
+    log_send_options,
+    settings_from,
+)
+from core.errors import ClickstreamError
+from core.logs import ReadReport
+from core.records import Click, Prediction
+from core.settings import Settings
 
 
-class CLI(click.Group):
-    """Maps ClickstreamError to one line and its exit code; Ctrl-C to exit code 130."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ClickstreamError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-
-def env_option(*decls: str, env: str, **kwargs: Any) -> Any:
-    return click.option(*decls, envvar=env, show_envvar=True, **kwargs)
-
-
-config_option = env_option("--config", "config_file", env="CLICKSTREAM_CONFIG", type=click.Path(dir_okay=False),
-                           help="YAML settings file (defaults < file < CLICKSTREAM_* variables < options).")
-broker_option = env_option("--broker", env="CLICKSTREAM_BROKER",
-                           help="Kafka bootstrap servers, host:port[,host:port] (default 127.0.0.1:9092).")
-
-
-def settings_from(config_file: str | None, **overrides: Any) -> Settings:
-    return load_settings(config_file, **overrides)
-
-
-@click.group(cls=CLI, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-def main() -> None:
-    """Streaming next-intent prediction for online shoppers.
-
-    Produce clicks to Kafka, read the predictions the worker (`faust -A streams.app worker`) makes, replay
-    history for backfill, and train and evaluate the model.
-    """
-
-
-@main.command()
+@click.command()
 @config_option
 @broker_option
 @env_option("--partitions", env="CLICKSTREAM_PARTITIONS", type=int,
             help="Partitions of each topic created (default 4).")
 def topics(config_file: str | None, broker: str | None, partitions: int | None) -> None:
     """Create the clicks, predictions and dead-letter topics (existing ones are left alone)."""
-    from streams.kafka_clients import ensure_topics
+    from core.kafka import ensure_topics
 
     s = settings_from(config_file, broker=broker, partitions=partitions)
     names = [s.clicks_topic, s.predictions_topic, s.dead_letter_topic]
@@ -72,41 +40,12 @@ def topics(config_file: str | None, broker: str | None, partitions: int | None) 
         click.echo(f"{name}: {'created' if name in created else 'exists'}")
 
 
-def log_options(f: Any) -> Any:
-    """Options shared by the commands that read historical logs."""
-    f = env_option("--strict", env="CLICKSTREAM_STRICT", is_flag=True,
-                   help="Fail on the first bad row instead of skipping it.")(f)
-    f = env_option("--id-prefix", env="CLICKSTREAM_ID_PREFIX",
-                   help="Event ids are PREFIX:LINE (default: the file name); change it to replay with fresh ids.")(f)
-    f = env_option("--mapping", env="CLICKSTREAM_MAPPING", type=click.Path(dir_okay=False),
-                   help="YAML column mapping for --format generic.")(f)
-    f = env_option("--format", "fmt", env="CLICKSTREAM_FORMAT", type=click.Choice(FORMATS), default="taobao",
-                   show_default=True, help="Log format: Taobao UserBehavior, REES46, or generic CSV/JSONL.")(f)
-    return f
+def _encoded(s: Settings, clicks: Iterable[Click]) -> Iterator[tuple[bytes, bytes, int]]:
+    from schemas.codec import RecordCodec
 
-
-def iter_logs(paths: Sequence[str], fmt: str, mapping: str | None, strict: bool, id_prefix: str | None,
-              reports: list[ReadReport]) -> Iterator[dict[str, Any]]:
-    """Clicks of several logs one after the other, a ReadReport per file appended to ``reports``."""
-    column_mapping = ColumnMapping.load(mapping) if mapping else None
-    for path in paths:  # fail before anything is sent, not after the first file
-        if not Path(path).is_file():
-            raise InputError(f"log file {path} does not exist")
-    for path in paths:
-        report = ReadReport(str(path))
-        reports.append(report)
-        # several files with one prefix would repeat PREFIX:LINE ids
-        prefix = f"{id_prefix}-{path}" if id_prefix and len(paths) > 1 else id_prefix
-        yield from read_log(path, fmt, mapping=column_mapping, strict=strict, report=report,  # type: ignore[arg-type]
-                            id_prefix=prefix)
-
-
-def _encoded(s: Settings, clicks: Iterable[dict[str, Any]]) -> Iterator[tuple[bytes, bytes, int]]:
-    from schemas.codec import AvroCodec
-
-    encode = AvroCodec("click", s.schema_id_click).encode
+    encode = RecordCodec(Click, s.schema_id_click).encode
     for c in clicks:
-        yield c["user_id"].encode(), encode(c), c["event_time_ms"]
+        yield c.key, encode(c), c.event_time_ms
 
 
 def _progress(items: Iterable[Any], total: int | None, desc: str, quiet: bool) -> Iterable[Any]:
@@ -116,9 +55,9 @@ def _progress(items: Iterable[Any], total: int | None, desc: str, quiet: bool) -
                 file=sys.stderr, mininterval=0.5)
 
 
-def _send(s: Settings, topic: str, clicks: Iterable[dict[str, Any]], due_s: Any, total: int | None,
+def _send(s: Settings, topic: str, clicks: Iterable[Click], due_s: Any, total: int | None,
           quiet: bool, desc: str, on_delivered: Any = None) -> None:
-    from streams.kafka_clients import ensure_topics, send_all
+    from core.kafka import ensure_topics, send_all
 
     ensure_topics(s, [topic])
     stats = send_all(s, topic, _progress(_encoded(s, clicks), total, desc, quiet), due_s=due_s,
@@ -133,9 +72,9 @@ def _report_reads(reports: list[ReadReport]) -> None:
         click.echo(r.summary(), err=True)
 
 
-@main.command()
+@click.command()
 @click.argument("logs", nargs=-1, type=click.Path(dir_okay=False))
-@log_options
+@log_send_options
 @env_option("--synthetic", env="CLICKSTREAM_SYNTHETIC", is_flag=True,
             help="Generate shoppers instead of reading logs.")
 @env_option("--users", env="CLICKSTREAM_USERS", type=int, default=1000, show_default=True,
@@ -161,9 +100,9 @@ def produce(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, 
     s = settings_from(config_file, broker=broker, clicks_topic=topic)
     reports: list[ReadReport] = []
     if synthetic:
-        from streams.synthetic import synthetic_clicks
+        from core.synthetic import synthetic_clicks
 
-        clicks: Iterable[dict[str, Any]] = synthetic_clicks(users, events, seed=seed, id_prefix=id_prefix)
+        clicks: Iterable[Click] = synthetic_clicks(users, events, seed=seed, id_prefix=id_prefix)
         total: int | None = events
     else:
         clicks, total = iter_logs(logs, fmt, mapping, strict, id_prefix, reports), None
@@ -174,7 +113,7 @@ def produce(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, 
         _report_reads(reports)
 
 
-@main.command()
+@click.command()
 @config_option
 @broker_option
 @env_option("--topic", env="CLICKSTREAM_PREDICTIONS_TOPIC", help="Topic to read (default: predictions).")
@@ -191,16 +130,16 @@ def produce(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, 
 def subscribe(config_file: str | None, broker: str | None, topic: str | None, from_beginning: bool,
               users: tuple[str, ...], max_messages: int | None, timeout_s: float | None, table: bool) -> None:
     """Print predictions as JSON lines (one per prediction) or as a live table."""
-    from schemas.codec import AvroCodec
-    from streams.errors import DecodeError
-    from streams.kafka_clients import consumer_at
+    from core.errors import DecodeError
+    from core.kafka import consumer_at
+    from schemas.codec import RecordCodec
 
     s = settings_from(config_file, broker=broker, predictions_topic=topic)
-    codec = AvroCodec("prediction", s.schema_id_prediction)
+    codec = RecordCodec(Prediction, s.schema_id_prediction)
     consumer = consumer_at(s, s.predictions_topic, from_beginning=from_beginning)
     wanted = set(users)
     seen = undecodable = 0
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, Prediction] = {}
     last_message = last_draw = time.monotonic()
     try:
         while max_messages is None or seen < max_messages:
@@ -217,13 +156,13 @@ def subscribe(config_file: str | None, broker: str | None, topic: str | None, fr
                         undecodable += 1
                         click.echo(f"skipped offset {record.partition}:{record.offset}: {exc}", err=True)
                         continue
-                    if wanted and p["user_id"] not in wanted:
+                    if wanted and p.user_id not in wanted:
                         continue
                     seen += 1
                     if table:
-                        latest[p["user_id"]] = p
+                        latest[p.user_id] = p
                     else:
-                        click.echo(json.dumps(p, separators=(",", ":")))
+                        click.echo(json.dumps(p.to_json(), separators=(",", ":")))
                     if max_messages is not None and seen >= max_messages:
                         break
                 if max_messages is not None and seen >= max_messages:
@@ -239,26 +178,26 @@ def subscribe(config_file: str | None, broker: str | None, topic: str | None, fr
         click.echo(f"{undecodable} messages could not be decoded", err=True)
 
 
-def _draw_table(latest: dict[str, dict[str, Any]], seen: int, rows: int = 20) -> None:
-    newest = sorted(latest.values(), key=lambda p: p["predicted_at_ms"], reverse=True)[:rows]
+def _draw_table(latest: dict[str, Prediction], seen: int, rows: int = 20) -> None:
+    newest = sorted(latest.values(), key=lambda p: p.predicted_at_ms, reverse=True)[:rows]
     lines = [f"{seen} predictions, {len(latest)} users; newest {len(newest)}:",
              f"{'user':>14} {'next categories (score)':<44} {'next event':<18} {'buy':>5} {'made after (ms)':>15}"]
     for p in newest:
-        cats = " ".join(f"{c['category_id']}({c['score']:.2f})" for c in p["top_categories"][:3])
-        event, prob = max(p["next_event_type"].items(), key=lambda kv: kv[1])
+        cats = " ".join(f"{c}({score:.2f})" for c, score in p.top_categories[:3])
+        event, prob = max(p.next_event_type.items(), key=lambda kv: kv[1])
         # replayed history has old event times: show how long after reaching the worker it was made
-        timing = p.get("timing") or {}
-        made_after = timing.get("batch_wait_ms", 0) + timing.get("window_ms", 0) + timing.get("inference_ms", 0)
-        lines.append(f"{p['user_id'][:14]:>14} {cats[:44]:<44} {event + f' {prob:.2f}':<18} "
-                     f"{p['purchase_probability']:5.2f} {made_after:15.1f}")
+        t = p.timing
+        made_after = t.batch_wait_ms + t.window_ms + t.inference_ms if t is not None else 0.0
+        lines.append(f"{p.user_id[:14]:>14} {cats[:44]:<44} {event + f' {prob:.2f}':<18} "
+                     f"{p.purchase_probability:5.2f} {made_after:15.1f}")
     if sys.stdout.isatty():
         click.echo("\x1b[H\x1b[2J", nl=False)
     click.echo("\n".join(lines))
 
 
-@main.command()
+@click.command()
 @click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@log_options
+@log_send_options
 @env_option("--speed", env="CLICKSTREAM_SPEED", default="max", show_default=True,
             help="Pace by event time: 1x = as it happened, 60x = an hour per minute, max = no pacing.")
 @env_option("--skip", "skip_events", env="CLICKSTREAM_SKIP", type=int, default=0, show_default=True,
@@ -273,8 +212,16 @@ def replay(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, i
            skip_events: int, checkpoint: str | None, topic: str | None, config_file: str | None,
            broker: str | None, quiet: bool) -> None:
     """Backfill: send LOGS to the clicks topic in event-time order with their original timestamps."""
-    from streams.replay import (Checkpoint, ReplayCounters, count_lines, in_event_time_order, merge_by_time,
-                                pacing, parse_speed, skip)
+    from cli.replay import (
+        Checkpoint,
+        ReplayCounters,
+        count_lines,
+        in_event_time_order,
+        merge_by_time,
+        pacing,
+        parse_speed,
+        skip,
+    )
 
     if skip_events < 0:
         raise click.UsageError("--skip must be >= 0")
@@ -307,8 +254,3 @@ def replay(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, i
                        err=True)
 
 
-# train / evaluate live with the model; importing them registers the commands (TensorFlow loads lazily)
-import model.cli  # noqa: E402,F401
-
-if __name__ == "__main__":  # pragma: no cover
-    main(prog_name="clickstream")

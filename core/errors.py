@@ -6,7 +6,6 @@ class ClickstreamError(Exception):
     """Base of every error this project raises on purpose."""
 
     exit_code = 1
-    retriable = False
 
 
 class ConfigError(ClickstreamError):
@@ -25,7 +24,6 @@ class BrokerUnavailable(ClickstreamError):
     """No Kafka broker answered at the configured bootstrap servers."""
 
     exit_code = 4
-    retriable = True
 
 
 class DecodeError(ClickstreamError):

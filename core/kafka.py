@@ -16,8 +16,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
-from streams.errors import BrokerUnavailable, ClickstreamError
-from streams.settings import Settings
+from core.errors import BrokerUnavailable, ClickstreamError
+from core.settings import Settings
 
 BOOTSTRAP_TIMEOUT_MS = 5000
 

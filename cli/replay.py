@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
+from core.records import Click
 
 REORDER_BUFFER = 20_000
 
@@ -25,13 +26,13 @@ class ReplayCounters:
     late: int = 0
 
 
-def in_event_time_order(clicks: Iterable[dict[str, Any]], counters: ReplayCounters,
-                        reorder_buffer: int = REORDER_BUFFER) -> Iterator[dict[str, Any]]:
+def in_event_time_order(clicks: Iterable[Click], counters: ReplayCounters,
+                        reorder_buffer: int = REORDER_BUFFER) -> Iterator[Click]:
     """Yield clicks by event time (ties in input order) through a bounded heap."""
-    heap: list[tuple[int, int, dict[str, Any]]] = []
+    heap: list[tuple[int, int, Click]] = []
     newest_sent = None
     for seq, click in enumerate(clicks):
-        heapq.heappush(heap, (click["event_time_ms"], seq, click))
+        heapq.heappush(heap, (click.event_time_ms, seq, click))
         if len(heap) > reorder_buffer:
             t, _, out = heapq.heappop(heap)
             if newest_sent is not None and t < newest_sent:
@@ -46,8 +47,8 @@ def in_event_time_order(clicks: Iterable[dict[str, Any]], counters: ReplayCounte
         yield out
 
 
-def merge_by_time(streams: list[Iterator[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
-    return heapq.merge(*streams, key=lambda c: c["event_time_ms"])
+def merge_by_time(streams: list[Iterator[Click]]) -> Iterator[Click]:
+    return heapq.merge(*streams, key=lambda c: c.event_time_ms)
 
 
 def parse_speed(text: str) -> float | None:
@@ -112,13 +113,13 @@ class Checkpoint:
         os.replace(tmp, self.path)
 
 
-def skip(clicks: Iterator[dict[str, Any]], n: int) -> Iterator[dict[str, Any]]:
+def skip(clicks: Iterator[Click], n: int) -> Iterator[Click]:
     return itertools.islice(clicks, n, None)
 
 
 def count_lines(path: str | os.PathLike[str]) -> int:
     """Rows of a log (gzip too), for the progress bar's ETA."""
-    from streams.logs import open_text
+    from core.logs import open_text
 
     with open_text(path) as f:
         return sum(chunk.count("\n") for chunk in iter(lambda: f.read(1 << 20), ""))

@@ -1,6 +1,8 @@
-"""Run `faust -A streams.app worker` as a child process and wait until it serves (tests, benchmarks)."""
+"""Run `faust -A streams.app worker` as a child process and wait until it serves (benchmarks and the
+integration tests)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -8,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from streams.settings import Settings
+from core.settings import ENV_PREFIX, Settings
 
 FAUST = str(Path(sys.executable).parent / "faust")
 READY_LINE = "shapes warmed"  # logged by the agent once the predictor is loaded and warm
@@ -16,20 +18,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def worker_env(settings: Settings, model_dir: Path, state_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment that points a worker at these settings (everything else from os.environ)."""
-    env = {**os.environ, "CLICKSTREAM_BROKER": settings.broker, "CLICKSTREAM_APP_ID": settings.app_id,
-           "CLICKSTREAM_CLICKS_TOPIC": settings.clicks_topic,
-           "CLICKSTREAM_PREDICTIONS_TOPIC": settings.predictions_topic,
-           "CLICKSTREAM_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-           "CLICKSTREAM_PARTITIONS": str(settings.partitions), "CLICKSTREAM_MODEL_DIR": str(model_dir),
-           "CLICKSTREAM_DATA_DIR_WORKER": str(state_dir),
-           "CLICKSTREAM_PREDICTOR_BATCH_SIZES": ",".join(map(str, settings.predictor_batch_sizes)),
-           "CLICKSTREAM_PREDICTOR_LENGTHS": ",".join(map(str, settings.predictor_lengths)),
-           "CLICKSTREAM_INFERENCE_THREADS": str(settings.inference_threads),
-           "CLICKSTREAM_BATCH_MAX": str(settings.batch_max),
-           "CLICKSTREAM_BATCH_WITHIN_MS": str(settings.batch_within_ms)}
-    env.update(extra)
-    return env
+    """The environment that points a worker at these settings, this model and this state folder."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    with_paths = dataclasses.replace(settings, model_dir=str(model_dir), state_dir=str(state_dir))
+    return {**inherited, **with_paths.to_env(), **extra}
 
 
 class WorkerProcess:

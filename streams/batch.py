@@ -1,0 +1,269 @@
+"""The worker's per-batch logic, free of Faust: messages in -> predictions, dead letters, rekeys, window writes.
+
+The agent (``streams/agents.py``) is glue around :meth:`BatchProcessor.process`: it hands over the consumed
+messages, a way to read stored windows and a way to run the predictor off the event loop, then sends and
+stores what comes back. Every message of a batch ends up in exactly one place: a prediction, a dead letter
+(with its reason) or the rekeyed topic. A failure that cannot be pinned on particular messages raises
+:class:`SystemicFailure`, and the worker stops without acknowledging the batch (``streams/agents.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from core.errors import DecodeError
+from core.records import Click, Prediction, Timing
+from model.window import Window
+from schemas.codec import RecordCodec
+from streams.window import UserWindow
+
+log = logging.getLogger(__name__)
+
+MAX_FIELD_CHARS = 256
+MIN_EVENT_TIME_MS = 946_684_800_000  # 2000-01-01: earlier clicks are corrupt, not history
+MAX_FUTURE_MS = 24 * 3600 * 1000
+ID_FIELDS = ("event_id", "user_id", "item_id", "category_id")
+# The producer refuses requests over 1,000,000 bytes, while the broker accepts a little more: a dead letter
+# carries at most this much of the original value and key, with headers telling the original size and hash.
+DEAD_LETTER_MAX_VALUE_BYTES = 512 * 1024
+DEAD_LETTER_MAX_KEY_BYTES = 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """What the worker needs of one consumed Kafka message."""
+
+    key: bytes | None
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    received_s: float  # time.monotonic() when the worker read it
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to send: key, value and headers."""
+
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclasses.dataclass
+class BatchResult:
+    """What one batch produced. ``window_writes`` maps a user key to its packed window and the index of the
+    user's newest message in the batch (Faust files a table write under the partition of that message)."""
+
+    predictions: list[Outgoing] = dataclasses.field(default_factory=list)
+    dead_letters: list[Outgoing] = dataclasses.field(default_factory=list)
+    rekeyed: list[Outgoing] = dataclasses.field(default_factory=list)
+    window_writes: dict[bytes, tuple[bytes, int]] = dataclasses.field(default_factory=dict)
+    newest_event_ms: int = 0
+
+
+@dataclasses.dataclass
+class Counters:
+    clicks: int = 0
+    predictions: int = 0
+    dead_letters: int = 0
+    rekeyed: int = 0
+    batches: int = 0
+    expired: int = 0
+
+
+class BatchPredictionLike(Protocol):
+    top_categories: list[list[tuple[str, float]]]
+    event_type_probs: np.ndarray
+    purchase_probability: np.ndarray
+    window_lengths: np.ndarray
+    event_types: tuple[str, ...]
+
+
+class SystemicFailure(RuntimeError):
+    """The predictor failed on every window of a batch: no message is to blame, the worker must stop."""
+
+
+Piece = tuple[np.ndarray, BatchPredictionLike]  # rows of the batch, and their predictions
+
+
+def predict_isolating(predict: Callable[[Sequence[Window]], BatchPredictionLike],
+                      windows: Sequence[Window]) -> tuple[list[Piece], dict[int, str]]:
+    """Predict ``windows``; when the predictor raises, bisect to find the windows it fails on.
+
+    Returns the predicted pieces and the reason per failed row. Raises :class:`SystemicFailure` when every
+    window fails (a broken predictor rather than a poison input). One call in the normal case.
+    """
+    pieces: list[Piece] = []
+    failed: dict[int, str] = {}
+
+    def run(rows: np.ndarray) -> None:
+        try:
+            pieces.append((rows, predict([windows[i] for i in rows])))
+        except Exception as exc:
+            if len(rows) == 1:
+                failed[int(rows[0])] = f"prediction failed: {type(exc).__name__}: {exc}"[:500]
+                return
+            half = len(rows) // 2
+            run(rows[:half])
+            run(rows[half:])
+
+    run(np.arange(len(windows)))
+    if windows and len(failed) == len(windows):
+        raise SystemicFailure(f"the predictor failed on all {len(windows)} windows of the batch: "
+                              f"{next(iter(failed.values()))}")
+    return pieces, failed
+
+
+def check_click(value: Any, codec: RecordCodec[Click], now_ms: int) -> tuple[Click | None, str | None]:
+    """(click, None) for a valid click, else (None, reason) for the dead-letter topic."""
+    try:
+        click = codec.decode(value)
+    except DecodeError as exc:
+        return None, f"undecodable: {exc}"
+    for field in ID_FIELDS:
+        if not getattr(click, field).strip():
+            return None, f"missing {field}"
+    for field in (*ID_FIELDS, "session_id"):
+        text = getattr(click, field)
+        if text is not None and len(text) > MAX_FIELD_CHARS:
+            return None, f"{field} longer than {MAX_FIELD_CHARS} characters"
+    if len(click.user_attributes) > 32 or any(len(k) + len(v) > MAX_FIELD_CHARS
+                                              for k, v in click.user_attributes.items()):
+        return None, "user_attributes too large"
+    t = click.event_time_ms
+    if t < MIN_EVENT_TIME_MS or t > now_ms + MAX_FUTURE_MS:
+        return None, f"absurd event time {t}"
+    return click, None
+
+
+def dead_letter(message: Message, reason: str) -> Outgoing:
+    """The dead letter of a message: its key and value (cut to what the producer takes) and the reason."""
+    headers = [("reason", reason.encode()[:1000]), ("source_topic", message.topic.encode()),
+               ("partition", str(message.partition).encode()), ("offset", str(message.offset).encode())]
+    value, key = message.value, message.key
+    if len(value) > DEAD_LETTER_MAX_VALUE_BYTES:
+        headers += [("original_size", str(len(value)).encode()),
+                    ("original_sha256", hashlib.sha256(value).hexdigest().encode())]
+        value = value[:DEAD_LETTER_MAX_VALUE_BYTES]
+    if key is not None and len(key) > DEAD_LETTER_MAX_KEY_BYTES:
+        headers += [("original_key_size", str(len(key)).encode()),
+                    ("original_key_sha256", hashlib.sha256(key).hexdigest().encode())]
+        key = key[:DEAD_LETTER_MAX_KEY_BYTES]
+    return Outgoing(key, value, tuple(headers))
+
+
+def update_windows(clicks: Sequence[Click], load: Callable[[bytes], bytes | None],
+                   max_events: int) -> tuple[list[Window], dict[bytes, UserWindow]]:
+    """Add each click to its user's window; return the window each click is predicted from, and the
+    changed windows by user key. A click already in the window (re-delivered) is not added twice."""
+    windows: dict[bytes, UserWindow] = {}
+    snapshots = []
+    for click in clicks:
+        key = click.key
+        window = windows.get(key)
+        if window is None:
+            stored = load(key)
+            window = UserWindow.empty()
+            if stored is not None:
+                try:
+                    window = UserWindow.unpack(stored)
+                except DecodeError as exc:
+                    log.warning("window of user %r is corrupt (%s): starting a new one", click.user_id, exc)
+            windows[key] = window
+        window.add(click.event_id, click.category_id, click.event_type, click.event_time_ms, max_events)
+        snapshots.append(window.model_window())
+    return snapshots, windows
+
+
+def predictions_of(clicks: Sequence[Click], batch: BatchPredictionLike, model_version: str,
+                   predicted_at_ms: int, timings: Sequence[Timing]) -> list[Prediction]:
+    """One Prediction per click, in click order: the one place a Prediction is built."""
+    # 'unknown' is never a training target: the distribution over the real types is renormalised to 1
+    known = [j for j, n in enumerate(batch.event_types) if n != "unknown"]
+    names = [batch.event_types[j] for j in known]
+    probs = batch.event_type_probs[:, known]
+    probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+    return [Prediction(event_id=click.event_id, user_id=click.user_id, event_time_ms=click.event_time_ms,
+                       predicted_at_ms=predicted_at_ms, model_version=model_version,
+                       top_categories=tuple(batch.top_categories[i]),
+                       next_event_type=dict(zip(names, probs[i].tolist())),
+                       purchase_probability=float(batch.purchase_probability[i]),
+                       window_length=int(batch.window_lengths[i]), timing=timings[i])
+            for i, click in enumerate(clicks)]
+
+
+Infer = Callable[[Sequence[Window]], Awaitable[tuple[list[Piece], dict[int, str]]]]
+
+
+class BatchProcessor:
+    """Turns micro-batches of consumed messages into what the worker sends and stores; keeps the counters
+    and the stream time (the newest event time seen, against which idle windows expire)."""
+
+    def __init__(self, *, click_codec: RecordCodec[Click], prediction_codec: RecordCodec[Prediction],
+                 window_length: int, model_version: str, clock: Callable[[], float] = time.time) -> None:
+        self.click_codec, self.prediction_codec = click_codec, prediction_codec
+        self.window_length, self.model_version = window_length, model_version
+        self.clock = clock
+        self.counters = Counters()
+        self.stream_time_ms = 0
+
+    async def process(self, messages: Sequence[Message], load: Callable[[bytes], bytes | None],
+                      infer: Infer) -> BatchResult:
+        """Validate, update windows, predict (``infer`` runs :func:`predict_isolating` off the event loop)."""
+        started = time.monotonic()
+        now_ms = int(self.clock() * 1000)
+        result = BatchResult()
+        self.counters.clicks += len(messages)
+        clicks: list[Click] = []
+        sources: list[int] = []  # index of each click's message
+        for i, message in enumerate(messages):
+            click, reason = check_click(message.value, self.click_codec, now_ms)
+            if click is None:
+                result.dead_letters.append(dead_letter(message, reason or "invalid"))
+                continue
+            if message.key != click.key:
+                # a click without its user id as key lives on the wrong partition for its user's window:
+                # it goes round again, keyed, through the rekeyed topic (co-partitioned with clicks)
+                result.rekeyed.append(Outgoing(click.key, message.value))
+                continue
+            clicks.append(click)
+            sources.append(i)
+        if clicks:
+            snapshots, windows = update_windows(clicks, load, self.window_length)
+            newest_message = {click.key: i for click, i in zip(clicks, sources)}
+            result.window_writes = {key: (w.pack(), newest_message[key]) for key, w in windows.items()}
+            result.newest_event_ms = max(w.newest_ms for w in windows.values())
+            self.stream_time_ms = max(self.stream_time_ms, result.newest_event_ms)
+            windows_done = time.monotonic()
+            pieces, failed = await infer(snapshots)
+            inferred = time.monotonic()
+            for row, reason in sorted(failed.items()):
+                result.dead_letters.append(dead_letter(messages[sources[row]], reason))
+            predicted_at_ms = int(self.clock() * 1000)
+            for rows, batch in pieces:
+                timings = [Timing(batch_size=len(clicks),
+                                  batch_wait_ms=(started - messages[sources[r]].received_s) * 1000,
+                                  window_ms=(windows_done - started) * 1000,
+                                  inference_ms=(inferred - windows_done) * 1000) for r in rows]
+                piece_clicks = [clicks[r] for r in rows]
+                for click, p in zip(piece_clicks, predictions_of(piece_clicks, batch, self.model_version,
+                                                                 predicted_at_ms, timings)):
+                    result.predictions.append(Outgoing(click.key, self.prediction_codec.encode(p)))
+        self.counters.dead_letters += len(result.dead_letters)
+        self.counters.rekeyed += len(result.rekeyed)
+        self.counters.predictions += len(result.predictions)
+        self.counters.batches += 1
+        return result
+
+
+def stale_keys(items: Iterable[tuple[bytes, bytes | None]], stream_time_ms: int, ttl_ms: int) -> list[bytes]:
+    """Keys of packed windows whose newest event is older than ``ttl_ms`` before ``stream_time_ms``."""
+    horizon = stream_time_ms - ttl_ms
+    return [key for key, value in items if value is not None and UserWindow.newest_ms_of(value) < horizon]
