@@ -1,0 +1,109 @@
+"""Nothing lost, whatever arrives: oversized values and predictor failures among valid clicks (real broker)."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.worker_process import WorkerProcess, worker_env
+from core.kafka import ensure_topics, send_all
+from core.records import Click
+from core.settings import Settings
+from schemas.codec import RecordCodec
+from tests.conftest import REPO
+from tests.integration.conftest import read_all, sample_clicks
+from tests.integration.worker import TEST_SHAPES, predictions_by_event, worker_for
+
+CLICK = RecordCodec(Click)
+pytestmark = pytest.mark.slow
+
+
+def faulty_worker(settings: Settings, model: Path, state: Path, fault: str, name: str) -> WorkerProcess:
+    env = worker_env(dataclasses.replace(settings, **TEST_SHAPES), model, state,
+                     CLICKSTREAM_TEST_FAULT=fault, PYTHONPATH=str(REPO))
+    return WorkerProcess(env, state.parent / f"{name}.log", app="tests.integration.faulty_app")
+
+
+def dead_letters(settings: Settings, count: int, timeout_s: float = 60.0) -> list:
+    deadline = time.monotonic() + timeout_s
+    while len(dead := read_all(settings, settings.dead_letter_topic)) < count and time.monotonic() < deadline:
+        time.sleep(1)
+    return dead
+
+
+async def send_big(settings: Settings, key: bytes, value: bytes) -> None:
+    """One message larger than our clients' batches: what a careless producer with a raised limit sends."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**settings.aiokafka_config(), max_request_size=1_048_000, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.clicks_topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+def test_an_oversized_message_is_dead_lettered_and_every_valid_click_predicted(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    clicks = sample_clicks(300, f"big-{settings.app_id}")
+    huge = random.Random(1).randbytes(1_000_000)
+    worker = worker_for(settings, worker_model, tmp_path / "state")
+    try:
+        worker.start()
+        ensure_topics(settings, [settings.clicks_topic])
+        assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks[:150]]).failed == 0
+        asyncio.run(send_big(settings, clicks[0].key, huge))
+        assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks[150:]]).failed == 0
+        found = predictions_by_event(settings, (c.event_id for c in clicks), timeout_s=120)
+        (dead,) = dead_letters(settings, 1)
+    finally:
+        worker.stop(signal.SIGTERM)
+    assert set(found) == {c.event_id for c in clicks}
+    headers = dict(dead.headers)
+    assert headers["original_size"] == b"1000000"
+    assert headers["original_sha256"] == hashlib.sha256(huge).hexdigest().encode()
+    assert huge.startswith(dead.value) and len(dead.value) < 1_000_000
+    assert headers["reason"].startswith(b"undecodable")
+
+
+def test_a_poison_window_is_dead_lettered_and_a_broken_predictor_stops_the_worker_without_loss(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    clicks = sample_clicks(2_000, f"fault-{settings.app_id}")
+    poisoned = {c.event_id for c in clicks[100:2_000:400]}
+    clicks = [dataclasses.replace(c, category_id="poison") if c.event_id in poisoned else c for c in clicks]
+    ensure_topics(settings, [settings.clicks_topic])
+    state = tmp_path / "state"
+    poison = faulty_worker(settings, worker_model, state, "poison", "poison")
+    try:
+        poison.start()
+        assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks[:1_000]]).failed == 0
+        found = predictions_by_event(settings, (c.event_id for c in clicks[:1_000] if c.event_id not in poisoned))
+        dead = dead_letters(settings, 3)
+    finally:
+        poison.stop(signal.SIGTERM)
+    assert {CLICK.decode(d.value).event_id for d in dead} == {c.event_id for c in clicks[:1_000]} & poisoned
+    assert all(dict(d.headers)["reason"].startswith(b"prediction failed: RuntimeError") for d in dead)
+    assert not (set(found) & poisoned)
+
+    # a predictor that fails on everything: the worker stops (exit 70) and acknowledges nothing it did not handle
+    broken = faulty_worker(settings, worker_model, state, "broken-after-2", "broken")
+    broken.start()
+    assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks[1_000:]]).failed == 0
+    assert broken.process is not None and broken.process.wait(120) == 70
+    assert "stopping the worker without acknowledging" in broken.log()
+    healthy = faulty_worker(settings, worker_model, state, "poison", "healthy")
+    try:
+        healthy.start()
+        wanted = [c.event_id for c in clicks if c.event_id not in poisoned]
+        found = predictions_by_event(settings, wanted, timeout_s=150)
+        dead = dead_letters(settings, len(poisoned))
+    finally:
+        healthy.stop(signal.SIGTERM)
+    assert set(found) >= set(wanted)
+    assert {CLICK.decode(d.value).event_id for d in dead} == poisoned
