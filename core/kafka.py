@@ -16,7 +16,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
-from core.errors import BrokerUnavailable, ClickstreamError
+from core.errors import BrokerUnavailable, ClickstreamError, ConfigError
 from core.settings import Settings
 
 BOOTSTRAP_TIMEOUT_MS = 5000
@@ -75,6 +75,28 @@ def _wait_for_leaders(settings: Settings, client: KafkaAdminClient, topics: list
         if time.monotonic() > deadline:
             raise BrokerUnavailable(f"topics {topics} have no leader after {timeout_s:.0f}s at {settings.broker}")
         time.sleep(0.2)
+
+
+def partition_counts(settings: Settings, names: Iterable[str]) -> dict[str, int]:
+    """Partitions of each of ``names`` that exists (missing topics are left out)."""
+    client = admin(settings)
+    try:
+        existing = set(client.list_topics())
+        wanted = [n for n in dict.fromkeys(names) if n in existing]
+        described = {t["name"]: len(t["partitions"]) for t in client.describe_topics(wanted)} if wanted else {}
+        return {name: described[name] for name in wanted}
+    finally:
+        client.close()
+
+
+def check_co_partitioned(settings: Settings, names: Iterable[str]) -> None:
+    """Topics whose keys must meet on the same partition number need the same partition count."""
+    counts = partition_counts(settings, names)
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name} has {n}" for name, n in counts.items())
+        raise ConfigError(f"topics must have the same number of partitions for each user's clicks and window to "
+                          f"meet on one worker: {listed}; add partitions to the smaller ones "
+                          f"(kafka-topics.sh --alter --partitions N) or use a new app id with CLICKSTREAM_PARTITIONS")
 
 
 def consumer_at(settings: Settings, topic: str, *, from_beginning: bool,

@@ -21,8 +21,11 @@ CLICKSTREAM_TOP_K          categories per prediction (10)
 CLICKSTREAM_MODEL_DIR      trained model artifact folder (``artifacts/model``); the worker keeps the N
                            events per user that the model's manifest names
 CLICKSTREAM_INFERENCE_THREADS  TensorFlow intra-op threads for the predictor (2)
-CLICKSTREAM_PREDICTOR_BATCH_SIZES  batch shapes compiled and warmed at start (``1,8,32,128,512``)
-CLICKSTREAM_PREDICTOR_LENGTHS  window-length shapes besides the model's N (``8,16,32``)
+CLICKSTREAM_PREDICTOR_BATCH_SIZES  batch shapes compiled and warmed at start (``8,64,512``)
+CLICKSTREAM_PREDICTOR_LENGTHS  window-length shapes besides the model's N (``16``)
+CLICKSTREAM_SESSION_TIMEOUT_S  a worker that died leaves the consumer group after this long (10)
+CLICKSTREAM_GROUP_INSTANCE_ID  static group membership: a stable id per worker (e.g. the pod name);
+                           a worker restarted with the same id gets its partitions back at once
 CLICKSTREAM_STORE          Faust table store (``rocksdb://``)
 CLICKSTREAM_STATE_DIR      worker state folder: RocksDB tables (``.state/worker``)
 CLICKSTREAM_SCHEMA_ID_CLICK / _PREDICTION  set to use the Confluent wire format with these schema ids
@@ -67,8 +70,10 @@ class Settings:
     top_k: int = 10
     model_dir: str = DEFAULT_MODEL_DIR
     inference_threads: int = 2
-    predictor_batch_sizes: tuple[int, ...] = (1, 8, 32, 128, 512)
-    predictor_lengths: tuple[int, ...] = (8, 16, 32)
+    predictor_batch_sizes: tuple[int, ...] = (8, 64, 512)
+    predictor_lengths: tuple[int, ...] = (16,)
+    session_timeout_s: int = 10
+    group_instance_id: str | None = None
     store: str = "rocksdb://"
     state_dir: str = ".state/worker"
     schema_id_click: int | None = None
@@ -81,7 +86,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("partitions", "replication_factor", "batch_max", "top_k", "inference_threads",
-                     "window_ttl_s"):
+                     "window_ttl_s", "session_timeout_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password
@@ -92,6 +97,11 @@ class Settings:
     def rekeyed_topic(self) -> str:
         """Internal topic of clicks that arrived without their user id as key (co-partitioned with clicks)."""
         return f"{self.app_id}-clicks-rekeyed"
+
+    @property
+    def changelog_topic(self) -> str:
+        """Changelog of the worker's window table (Faust names it after the app id and the table)."""
+        return f"{self.app_id}-user_to_window-changelog"
 
     def to_env(self) -> dict[str, str]:
         """``CLICKSTREAM_*`` variables that reproduce these settings in another process (a worker)."""

@@ -10,9 +10,14 @@ import sys
 
 import faust
 
+from core.errors import ConfigError
 from core.settings import load_settings
 
-settings = load_settings()
+try:
+    settings = load_settings()
+except ConfigError as exc:  # one line, worded like the CLI's, instead of a traceback through Faust's loader
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(exc.exit_code) from None
 
 app = faust.App(
     settings.app_id,
@@ -31,6 +36,10 @@ app = faust.App(
     broker_max_poll_records=max(1000, settings.batch_max),
     broker_commit_every=10_000,
     broker_commit_interval=1.0,
+    # a worker killed with -9 holds its partitions until the session times out (Faust's default: 60 s)
+    broker_session_timeout=settings.session_timeout_s,
+    broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 3),
+    consumer_group_instance_id=settings.group_instance_id,
 )
 
 
@@ -41,13 +50,14 @@ def prepare_worker(sender: faust.App, **kwargs: object) -> None:
     Problems end the worker with one clear line and the CLI's exit code.
     """
     from core.errors import ClickstreamError
-    from core.kafka import ensure_topics
+    from core.kafka import check_co_partitioned, ensure_topics
     from model.artifact import read_manifest
 
     try:
         read_manifest(settings.model_dir)
         ensure_topics(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.predictions_topic,
                                  settings.dead_letter_topic])
+        check_co_partitioned(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.changelog_topic])
     except ClickstreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None

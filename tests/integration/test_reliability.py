@@ -107,3 +107,30 @@ def test_a_poison_window_is_dead_lettered_and_a_broken_predictor_stops_the_worke
         healthy.stop(signal.SIGTERM)
     assert set(found) >= set(wanted)
     assert {CLICK.decode(d.value).event_id for d in dead} == poisoned
+
+
+def worker_exit(env: dict[str, str], timeout_s: float = 120.0) -> tuple[int, str]:
+    import subprocess
+
+    from benchmarks.worker_process import FAUST
+
+    done = subprocess.run([FAUST, "-A", "streams.app", "worker", "--without-web"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout_s)
+    return done.returncode, done.stderr
+
+
+def test_topics_with_different_partition_counts_are_refused_in_one_line(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    ensure_topics(settings, [settings.clicks_topic], partitions=1)  # next to 4-partition rekeyed and changelog
+    code, stderr = worker_exit(worker_env(settings, worker_model, tmp_path / "state"))
+    assert code == 2, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith(
+        f"error: topics must have the same number of partitions for each user's clicks and window to meet on one "
+        f"worker: {settings.clicks_topic} has 1, {settings.rekeyed_topic} has 4")
+
+
+def test_a_misconfigured_worker_is_one_line() -> None:
+    import os
+
+    code, stderr = worker_exit({**os.environ, "CLICKSTREAM_BATCH_MAX": "abc"})
+    assert code == 2 and stderr.strip().splitlines() == ["error: batch_max must be int, got 'abc'"]

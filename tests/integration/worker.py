@@ -49,7 +49,7 @@ def expected_windows(clicks: Iterable[Click], max_events: int) -> dict[str, User
 
 def changelog_windows(settings: Settings, timeout_s: float = 60.0) -> dict[str, UserWindow]:
     """The newest value per user in the table's changelog topic (what any worker recovers from)."""
-    topic = f"{settings.app_id}-user_to_window-changelog"
+    topic = settings.changelog_topic
     latest: dict[str, UserWindow] = {}
     for record in read_all(settings, topic, timeout_s):
         if record.value is not None:
