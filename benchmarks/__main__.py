@@ -1,10 +1,10 @@
-"""python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay (or all)."""
+"""python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay, restart (or all)."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-NAMES = ("predictor", "replay", "throughput", "latency", "state")
+NAMES = ("predictor", "replay", "throughput", "latency", "state", "restart")
 
 
 def main() -> None:
