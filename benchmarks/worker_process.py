@@ -27,14 +27,16 @@ def worker_env(settings: Settings, model_dir: Path, state_dir: Path, **extra: st
 class WorkerProcess:
     """One worker process; its output goes to ``<state_dir>/../<name>.log``."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, app: str = "streams.app") -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, app: str = "streams.app",
+                 web_port: int | None = None) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path, self.env, self.app = log_path, env, app
+        self.log_path, self.env, self.app, self.web_port = log_path, env, app, web_port
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 180.0, ready_line: str = READY_LINE) -> WorkerProcess:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([FAUST, "-A", self.app, "worker", "-l", "info", "--without-web"],
+            web = ["--web-port", str(self.web_port)] if self.web_port else ["--without-web"]
+            self.process = subprocess.Popen([FAUST, "-A", self.app, "worker", "-l", "info", *web],
                                             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while ready_line not in self.log():

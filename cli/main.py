@@ -11,6 +11,7 @@ import click
 
 from cli.kafka_commands import produce, replay, subscribe, topics
 from cli.model_commands import evaluate, train
+from cli.worker_commands import intent
 from core.errors import ClickstreamError
 
 
@@ -37,7 +38,7 @@ def main() -> None:
     """
 
 
-for command in (topics, produce, subscribe, replay, train, evaluate):
+for command in (topics, produce, subscribe, replay, train, evaluate, intent):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,33 +11,23 @@ import asyncio
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from core.records import Click, Prediction
 from schemas.codec import RecordCodec
+from streams import metrics
 from streams.app import app, settings
-from streams.batch import (
-    BatchProcessor,
-    Message,
-    Outgoing,
-    predict_isolating,
-    stale_keys,
-)
+from streams.batch import BatchProcessor, BatchResult, Message, Outgoing, stale_keys
 from streams.faust_glue import current_event_of, held
-from streams.topics import (
-    click_sources,
-    dead_letter_topic,
-    predictions_topic,
-    rekeyed_clicks_topic,
-    user_to_window,
-)
+from streams.runtime import Runtime
+from streams.topics import click_sources, dead_letter_topic, predictions_topic, rekeyed_clicks_topic, user_to_window
 
 log = logging.getLogger(__name__)
 
 EXIT_UNHANDLED_BATCH = 70  # EX_SOFTWARE
 EXPIRY_INTERVAL_S = 60.0
 COUNTERS_INTERVAL_S = 10.0
+runtime = Runtime()  # this worker's predictor and batch processor, shared with the web views (streams/web.py)
 
 
 def load_predictor() -> Any:
@@ -73,26 +63,24 @@ async def send(topic: Any, out: Outgoing) -> None:
 async def predict_next_intent(stream: Any) -> None:
     """Predict the next intent after every click, one predictor call per micro-batch."""
     loop = asyncio.get_running_loop()
-    inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     try:
-        # off the event loop: TensorFlow releases the GIL, so consuming and producing go on meanwhile
-        predictor = await loop.run_in_executor(inference, load_predictor)
+        predictor = await loop.run_in_executor(runtime.inference, load_predictor)
     except Exception as exc:
         stop_unacknowledged(exc)
     processor = BatchProcessor(click_codec=RecordCodec(Click, settings.schema_id_click),
                                prediction_codec=RecordCodec(Prediction, settings.schema_id_prediction),
                                window_length=predictor.window_length, model_version=predictor.version)
-
-    async def infer(windows: Any) -> Any:
-        return await loop.run_in_executor(inference, predict_isolating, predictor.predict, windows)
-
+    runtime.predictor, runtime.processor = predictor, processor
+    metrics.model_info.labels(predictor.version).set(1)
     next_expiry = next_report = time.monotonic()
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         try:
             with held(events):
                 messages = [Message(e.message.key, e.message.value, e.message.topic, e.message.partition,
                                     e.message.offset, e.message.time_in or time.monotonic()) for e in events]
-                result = await processor.process(messages, user_to_window.get, infer)
+                started = time.monotonic()
+                result = await processor.process(messages, user_to_window.get, runtime.infer)
+                sending = time.monotonic()
                 for key, (packed, index) in result.window_writes.items():
                     with current_event_of(events[index]):
                         user_to_window[key] = packed
@@ -102,6 +90,7 @@ async def predict_next_intent(stream: Any) -> None:
                     await send(rekeyed_clicks_topic, out)
                 for out in result.predictions:
                     await send(predictions_topic, out)
+                observe(messages, result, started, sending, time.monotonic())
         except asyncio.CancelledError:
             raise  # the worker is stopping: the batch stays unacknowledged and is read again
         except Exception as exc:
@@ -116,6 +105,23 @@ async def predict_next_intent(stream: Any) -> None:
             log.info("%s", processor.counters)
 
 
+def observe(messages: list[Message], result: BatchResult, started: float, sending: float, sent: float) -> None:
+    """Prometheus metrics of one handled batch."""
+    metrics.clicks.inc(len(messages))
+    metrics.predictions.inc(len(result.predictions))
+    metrics.rekeyed.inc(len(result.rekeyed))
+    for out in result.dead_letters:
+        metrics.dead_letters.labels(metrics.reason_label(dict(out.headers)["reason"].decode())).inc()
+    metrics.batch_size.observe(len(messages))
+    stage = metrics.stage_seconds
+    stage.labels("wait").observe(max(0.0, started - min(m.received_s for m in messages)))
+    stage.labels("window").observe(result.window_s)
+    stage.labels("inference").observe(result.inference_s)
+    stage.labels("send").observe(sent - sending)
+    for m in messages:
+        metrics.click_to_prediction.observe(sent - m.received_s)
+
+
 def expire_idle_windows(processor: BatchProcessor) -> None:
     """Delete the windows of users idle longer than the TTL (in event time, so backfills expire too)."""
     if not processor.stream_time_ms:
@@ -124,3 +130,4 @@ def expire_idle_windows(processor: BatchProcessor) -> None:
     for key in stale:
         del user_to_window[key]
     processor.counters.expired += len(stale)
+    metrics.expired_windows.inc(len(stale))

@@ -1,11 +1,12 @@
 """The Faust app, built from the settings: ``faust -A streams.app worker -l info``.
 
-Importing this module connects to nothing and loads no model; the worker checks the model artifact when it
-initialises and the agent loads the predictor when it starts. The topics, the table and the agent register
+Importing this module connects to nothing and loads no model; the worker checks the model artifact and the
+topics when it starts, and the agent loads the predictor. The topics, the table and the agent register
 themselves on ``app`` when Faust's autodiscovery imports ``streams.agents``: this module never imports them.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import faust
@@ -19,13 +20,23 @@ except ConfigError as exc:  # one line, worded like the CLI's, instead of a trac
     print(f"error: {exc}", file=sys.stderr)
     raise SystemExit(exc.exit_code) from None
 
-app = faust.App(
+class IntentApp(faust.App):
+    """The Faust app, with the worker's checks before it joins the consumer group."""
+
+    async def on_first_start(self) -> None:
+        check_before_joining()
+        await super().on_first_start()
+
+
+app = IntentApp(
     settings.app_id,
     broker=settings.faust_broker,
     broker_credentials=settings.faust_credentials(),
     store=settings.store,
     datadir=settings.state_dir,
-    autodiscover=["streams.agents"],
+    autodiscover=["streams.agents", "streams.web"],
+    web_bind=settings.web_bind,
+    web_port=settings.web_port,
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
     processing_guarantee="at_least_once",
@@ -43,11 +54,12 @@ app = faust.App(
 )
 
 
-@app.on_worker_init.connect
-def prepare_worker(sender: faust.App, **kwargs: object) -> None:
-    """Before joining the group: a usable model, a reachable broker, and every topic with its partitions.
+def check_before_joining() -> None:
+    """A usable model, a reachable broker, and every topic with agreeing partition counts.
 
-    Problems end the worker with one clear line and the CLI's exit code.
+    Problems end the worker with one clear line and the CLI's exit code. Run when the app service first starts
+    (``faust -A streams.app worker``), not when the app is imported: ``faust -A streams.app --help``,
+    ``agents`` or ``tables`` need neither a model nor a broker.
     """
     from core.errors import ClickstreamError
     from core.kafka import check_co_partitioned, ensure_topics
@@ -59,6 +71,6 @@ def prepare_worker(sender: faust.App, **kwargs: object) -> None:
                                  settings.dead_letter_topic])
         check_co_partitioned(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.changelog_topic])
     except ClickstreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-
+        # the worker has redirected sys.stderr into its log by now: write to the real stderr
+        print(f"error: {exc}", file=sys.__stderr__, flush=True)
+        os._exit(exc.exit_code)  # from inside the starting service: a SystemExit would be logged as a crash

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from cli.main import main
 
 
-@pytest.mark.parametrize("command", ["produce", "subscribe", "topics", "replay", "train", "evaluate"])
+@pytest.mark.parametrize("command", ["produce", "subscribe", "topics", "replay", "train", "evaluate", "intent"])
 def test_help_shows_an_environment_variable_for_every_option(command: str) -> None:
     result = CliRunner().invoke(main, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0
@@ -31,3 +31,24 @@ def test_usage_errors_do_not_reach_the_broker() -> None:
     assert result.exit_code == 2 and "give log files or --synthetic" in result.output
     result = CliRunner().invoke(main, ["produce", "--synthetic", "--rate", "-1"])
     assert result.exit_code == 2 and "--rate must be >= 0" in result.output
+
+
+def test_faust_commands_need_neither_a_model_nor_a_broker(tmp_path: object) -> None:
+    import os
+    import subprocess
+
+    from benchmarks.worker_process import FAUST, REPO
+
+    env = {**os.environ, "CLICKSTREAM_MODEL_DIR": "/nonexistent", "CLICKSTREAM_BROKER": "127.0.0.1:1"}
+    for args in (["--help"], ["worker", "--help"], ["tables"]):
+        done = subprocess.run([FAUST, "-A", "streams.app", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "user_to_window" in done.stdout
+
+
+def test_no_worker_is_one_line() -> None:
+    result = CliRunner().invoke(main, ["intent", "alice", "--worker-url", "http://127.0.0.1:1"])
+    assert result.exit_code == 4
+    assert result.output.startswith("error: no worker answered at http://127.0.0.1:1")
+    assert len(result.output.strip().splitlines()) == 1

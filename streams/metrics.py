@@ -1,0 +1,56 @@
+"""The worker's Prometheus metrics, served at ``/metrics`` (``streams/web.py``).
+
+One registry per worker process. Counters and histograms are updated by the agent after each micro-batch;
+consumer lag and readiness are read from Faust when Prometheus scrapes.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+REGISTRY = CollectorRegistry()
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+clicks = Counter("clickstream_clicks", "Messages read from the clicks topics", registry=REGISTRY)
+predictions = Counter("clickstream_predictions", "Predictions sent", registry=REGISTRY)
+dead_letters = Counter("clickstream_dead_letters", "Messages sent to the dead-letter topic, by reason",
+                       ["reason"], registry=REGISTRY)
+rekeyed = Counter("clickstream_rekeyed", "Unkeyed clicks sent round through the rekeyed topic", registry=REGISTRY)
+expired_windows = Counter("clickstream_expired_windows", "Windows of idle users deleted", registry=REGISTRY)
+batch_size = Histogram("clickstream_batch_size", "Messages per micro-batch",
+                       buckets=(1, 8, 32, 64, 128, 256, 512, 1024), registry=REGISTRY)
+stage_seconds = Histogram("clickstream_stage_seconds", "Time per micro-batch stage (wait: the oldest click's "
+                          "wait for its batch; window: decode, validate, window updates; inference; send)",
+                          ["stage"], buckets=LATENCY_BUCKETS_S, registry=REGISTRY)
+click_to_prediction = Histogram("clickstream_click_to_prediction_seconds",
+                                "From the worker reading a message to its batch's outputs handed to the producer",
+                                buckets=LATENCY_BUCKETS_S, registry=REGISTRY)
+model_info = Gauge("clickstream_model_info", "The model being served (value 1), by version", ["version"],
+                   registry=REGISTRY)
+ready = Gauge("clickstream_ready", "1 when the worker is ready (model warm, partitions assigned, tables "
+              "recovered)", registry=REGISTRY)
+
+
+def reason_label(reason: str) -> str:
+    """A dead-letter reason without its particulars (bounded label values): 'absurd event time 5' -> 'absurd
+    event time', 'undecodable: click: ...' -> 'undecodable'."""
+    return re.split(r"[:\d]", reason, maxsplit=1)[0].strip() or "invalid"
+
+
+class LagCollector(Collector):
+    """Consumer lag per assigned partition (high-water mark minus the next offset to read), at scrape time."""
+
+    def __init__(self, lags: Callable[[], Iterator[tuple[str, int, int]]]) -> None:
+        self.lags = lags
+
+    def collect(self) -> Iterator[Any]:
+        family = GaugeMetricFamily("clickstream_consumer_lag", "Messages not yet read, per partition",
+                                   labels=["topic", "partition"])
+        for topic, partition, lag in self.lags():
+            family.add_metric([topic, str(partition)], lag)
+        yield family

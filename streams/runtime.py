@@ -1,0 +1,36 @@
+"""What the running worker shares between its agent and its web views: the predictor and the batch processor.
+
+One :class:`Runtime` per worker process (``streams.agents.runtime``), filled when the agent has loaded and
+warmed the model; until then the worker is not ready.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from model.window import Window
+from streams.batch import BatchProcessor, predict_isolating
+
+
+@dataclasses.dataclass
+class Runtime:
+    predictor: Any = None  # model.predictor.Predictor, once loaded and warm
+    processor: BatchProcessor | None = None
+    # inference runs here, off the event loop: TensorFlow releases the GIL, so consuming and producing go on
+    inference: ThreadPoolExecutor = dataclasses.field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference"))
+
+    @property
+    def model_ready(self) -> bool:
+        return self.predictor is not None
+
+    async def infer(self, windows: list[Window]) -> Any:
+        """Predict a batch of windows in the inference thread, isolating windows the predictor fails on."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.inference, predict_isolating, self.predictor.predict, windows)
+
+    async def predict_one(self, window: Window) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.inference, self.predictor.predict, [window])

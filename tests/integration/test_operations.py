@@ -1,0 +1,94 @@
+"""Operating the worker: Prometheus metrics, health endpoints and the per-user query, with two workers."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.worker_process import WorkerProcess, worker_env
+from cli.main import main
+from core.kafka import ensure_topics, send_all
+from core.records import Click
+from core.settings import Settings
+from schemas.codec import RecordCodec
+from tests.integration.conftest import sample_clicks
+from tests.integration.worker import TEST_SHAPES, predictions_by_event
+
+CLICK = RecordCodec(Click)
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Samples of /metrics as {'name{labels}': value}."""
+    status, body = get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    samples = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_health_and_the_per_user_query_across_two_workers(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    clicks = sample_clicks(3_000, f"ops-{settings.app_id}")
+    s = dataclasses.replace(settings, **TEST_SHAPES)
+    ports = [free_port(), free_port()]
+    workers = [WorkerProcess(worker_env(s, worker_model, tmp_path / name / "state"), tmp_path / name / "worker.log",
+                             web_port=port) for name, port in zip(("a", "b"), ports)]
+    try:
+        for w in workers:
+            w.start()
+        ensure_topics(settings, [settings.clicks_topic])
+        assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks]).failed == 0
+        found = predictions_by_event(settings, (c.event_id for c in clicks))
+        for port in ports:
+            assert get(f"http://127.0.0.1:{port}/live")[0] == 200
+            status, body = get(f"http://127.0.0.1:{port}/ready")
+            assert status == 200 and json.loads(body)["ready"] is True
+        samples = [scrape(port) for port in ports]
+        # both workers worked, and together they predicted every click once
+        assert all(m["clickstream_predictions_total"] > 0 for m in samples)
+        assert sum(m["clickstream_predictions_total"] for m in samples) == len(clicks) == len(found)
+        version = json.loads((worker_model / "manifest.json").read_text())["version"]
+        assert all(m[f'clickstream_model_info{{version="{version}"}}'] == 1 for m in samples)
+        assert all(m["clickstream_ready"] == 1 and m["clickstream_batch_size_count"] > 0 for m in samples)
+        assert all(any(k.startswith("clickstream_consumer_lag{") for k in m) for m in samples)
+        assert any(k.startswith('clickstream_stage_seconds_bucket{le="0.005",stage="inference"}') for k in samples[0])
+
+        # the per-user query is answered whichever worker is asked, by the worker holding the user's window
+        users = list(dict.fromkeys(c.user_id for c in clicks))[:12]
+        for user in users:
+            answers = [json.loads(get(f"http://127.0.0.1:{port}/users/{user}/intent")[1]) for port in ports]
+            assert answers[0]["user_id"] == user and answers[0]["top_categories"]
+            assert answers[0]["top_categories"] == answers[1]["top_categories"]
+            newest = max(c.event_time_ms for c in clicks if c.user_id == user)
+            assert answers[0]["event_time_ms"] == newest
+        assert get(f"http://127.0.0.1:{ports[0]}/users/nobody-{settings.app_id}/intent")[0] == 404
+        result = CliRunner().invoke(main, ["intent", users[0], "--worker-url", f"http://127.0.0.1:{ports[1]}"])
+        assert result.exit_code == 0 and json.loads(result.output)["user_id"] == users[0]
+    finally:
+        for w in workers:
+            w.stop(signal.SIGTERM)
