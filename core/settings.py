@@ -23,6 +23,7 @@ CLICKSTREAM_MODEL_DIR      trained model artifact folder (``artifacts/model``); 
 CLICKSTREAM_INFERENCE_THREADS  TensorFlow intra-op threads for the predictor (2)
 CLICKSTREAM_PREDICTOR_BATCH_SIZES  batch shapes compiled and warmed at start (``8,64,512``)
 CLICKSTREAM_PREDICTOR_LENGTHS  window-length shapes besides the model's N (``16``)
+CLICKSTREAM_MODEL_POLL_S   how often the worker looks for a new model version at MODEL_DIR (30; 0: never)
 CLICKSTREAM_WEB_BIND       address the worker's web server listens on (``127.0.0.1``; ``0.0.0.0`` in a pod)
 CLICKSTREAM_WEB_PORT       its port (6066): /metrics, /live, /ready, /users/{id}/intent
 CLICKSTREAM_SESSION_TIMEOUT_S  a worker that died leaves the consumer group after this long (10)
@@ -75,6 +76,7 @@ class Settings:
     predictor_batch_sizes: tuple[int, ...] = (8, 64, 512)
     predictor_lengths: tuple[int, ...] = (16,)
     session_timeout_s: int = 10
+    model_poll_s: int = 30
     web_bind: str = "127.0.0.1"
     web_port: int = 6066
     group_instance_id: str | None = None

@@ -30,11 +30,12 @@ COUNTERS_INTERVAL_S = 10.0
 runtime = Runtime()  # this worker's predictor and batch processor, shared with the web views (streams/web.py)
 
 
-def load_predictor() -> Any:
+def load_predictor(first: bool = True) -> Any:
     # TensorFlow loads here, when the agent starts, not when the app module is imported
     from model.predictor import Predictor
 
-    predictor = Predictor(settings.model_dir, top_k=settings.top_k, threads=settings.inference_threads,
+    predictor = Predictor(settings.model_dir, top_k=settings.top_k,
+                          threads=settings.inference_threads if first else None,  # fixed once per process
                           batch_sizes=settings.predictor_batch_sizes, lengths=settings.predictor_lengths)
     log.info("model %s loaded from %s; %d shapes warmed in %.1fs", predictor.version, settings.model_dir,
              len(predictor.batch_sizes) * len(predictor.lengths), predictor.warm_s)
@@ -74,6 +75,11 @@ async def predict_next_intent(stream: Any) -> None:
     metrics.model_info.labels(predictor.version).set(1)
     next_expiry = next_report = time.monotonic()
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+        switched_from = runtime.switch_to_pending()
+        if switched_from is not None:
+            log.info("switched from model %s to %s", switched_from, runtime.predictor.version)
+            metrics.model_info.labels(switched_from).set(0)
+            metrics.model_info.labels(runtime.predictor.version).set(1)
         try:
             with held(events):
                 messages = [Message(e.message.key, e.message.value, e.message.topic, e.message.partition,
@@ -103,6 +109,36 @@ async def predict_next_intent(stream: Any) -> None:
         if now >= next_report:
             next_report = now + COUNTERS_INTERVAL_S
             log.info("%s", processor.counters)
+
+
+@app.timer(interval=max(1, settings.model_poll_s))
+async def watch_model() -> None:
+    """Look for a new model version at the model folder (or behind its symlink) and load it beside the one
+    serving; the agent switches between batches. A broken artifact is refused and the serving model kept."""
+    if settings.model_poll_s and runtime.predictor is not None and runtime.pending is None and (
+            runtime.loading is None or runtime.loading.done()):
+        runtime.loading = asyncio.ensure_future(load_new_model())
+
+
+async def load_new_model() -> None:
+    from core.errors import ModelError
+    from model.artifact import read_manifest
+
+    loop = asyncio.get_running_loop()
+    try:
+        version = (await loop.run_in_executor(None, read_manifest, settings.model_dir))["version"]
+        if version == runtime.predictor.version:
+            runtime.refused = None
+            return
+        log.info("model %s found at %s: loading it beside %s", version, settings.model_dir, runtime.predictor.version)
+        runtime.pending = await loop.run_in_executor(None, load_predictor, False)
+        runtime.refused = None
+        log.info("model %s is warm: switching to it at the next batch", runtime.pending.version)
+    except ModelError as exc:
+        if str(exc) != runtime.refused:
+            log.error("refused the model at %s, still serving %s: %s", settings.model_dir,
+                      runtime.predictor.version, exc)
+            runtime.refused = str(exc)
 
 
 def observe(messages: list[Message], result: BatchResult, started: float, sending: float, sent: float) -> None:

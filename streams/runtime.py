@@ -18,6 +18,9 @@ from streams.batch import BatchProcessor, predict_isolating
 class Runtime:
     predictor: Any = None  # model.predictor.Predictor, once loaded and warm
     processor: BatchProcessor | None = None
+    pending: Any = None  # a new model, loaded and warm, that the agent switches to before its next batch
+    refused: str | None = None  # why the newest artifact at the model folder was refused (logged once)
+    loading: asyncio.Future[None] | None = None  # a model being loaded beside the serving one
     # inference runs here, off the event loop: TensorFlow releases the GIL, so consuming and producing go on
     inference: ThreadPoolExecutor = dataclasses.field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference"))
@@ -25,6 +28,15 @@ class Runtime:
     @property
     def model_ready(self) -> bool:
         return self.predictor is not None
+
+    def switch_to_pending(self) -> str | None:
+        """Serve the pending model from now on (called between batches); the version switched from."""
+        if self.pending is None or self.processor is None:
+            return None
+        old, self.predictor, self.pending = self.predictor.version, self.pending, None
+        self.processor.model_version = self.predictor.version
+        self.processor.window_length = self.predictor.window_length
+        return old
 
     async def infer(self, windows: list[Window]) -> Any:
         """Predict a batch of windows in the inference thread, isolating windows the predictor fails on."""

@@ -132,17 +132,22 @@ def sample_clicks(n: int, prefix: str) -> list[Click]:
                                  start_ms=1_511_500_000_000))
 
 
-@pytest.fixture(scope="session")
-def worker_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small model trained in seconds on the first 30,000 sample clicks (or synthetic ones)."""
+def train_small_model(root: Path, seed: int, clicks: int = 30_000) -> Path:
+    """A small model trained in seconds on the first sample clicks (or synthetic ones)."""
     from model.train import TrainConfig, train
 
-    root = tmp_path_factory.mktemp("worker-model")
+    root.mkdir(parents=True, exist_ok=True)
     log = root / "train.csv"
     with open(log, "w") as f:
-        for c in sample_clicks(30_000, "train"):
+        for c in sample_clicks(clicks, "train"):
             behaviour = {"view": "pv", "purchase": "buy"}.get(c.event_type, c.event_type)
             f.write(f"{c.user_id},{c.item_id},{c.category_id},{behaviour},{c.event_time_ms // 1000}\n")
-    config = TrainConfig(window_length=50, lstm_units=16, epochs=1, batch_size=512, seed=3)
+    config = TrainConfig(window_length=50, lstm_units=16, epochs=1, batch_size=512, seed=seed)
     train([log], "taobao", root / "model", config, verbose=0)
     return root / "model"
+
+
+@pytest.fixture(scope="session")
+def worker_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small model the worker tests serve."""
+    return train_small_model(tmp_path_factory.mktemp("worker-model"), seed=3)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import signal
 import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +20,7 @@ from core.kafka import ensure_topics, send_all
 from core.records import Click
 from core.settings import Settings
 from schemas.codec import RecordCodec
-from tests.integration.conftest import sample_clicks
+from tests.integration.conftest import sample_clicks, train_small_model
 from tests.integration.worker import TEST_SHAPES, predictions_by_event
 
 CLICK = RecordCodec(Click)
@@ -92,3 +94,49 @@ def test_metrics_health_and_the_per_user_query_across_two_workers(
     finally:
         for w in workers:
             w.stop(signal.SIGTERM)
+
+
+def test_a_new_model_is_rolled_out_without_a_restart_and_a_broken_one_refused(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    first = json.loads((worker_model / "manifest.json").read_text())["version"]
+    second_dir = train_small_model(tmp_path / "second", seed=4, clicks=10_000)
+    second = json.loads((second_dir / "manifest.json").read_text())["version"]
+    broken = tmp_path / "broken"
+    shutil.copytree(second_dir, broken)
+    (broken / "model.keras").write_bytes(b"not a model")
+    current = tmp_path / "current"
+    current.symlink_to(worker_model)
+    clicks = sample_clicks(3_000, f"roll-{settings.app_id}")
+    s = dataclasses.replace(settings, **TEST_SHAPES, model_poll_s=1)
+    worker = WorkerProcess(worker_env(s, current, tmp_path / "w" / "state"), tmp_path / "w" / "worker.log")
+
+    def repoint(target: Path) -> None:  # what an operator does: swap a symlink atomically
+        tmp = tmp_path / "next"
+        tmp.symlink_to(target)
+        tmp.replace(current)
+
+    def wait_for(line: str) -> None:
+        deadline = time.monotonic() + 120
+        while line not in worker.log():
+            assert time.monotonic() < deadline, f"no {line!r} in the worker log:\n{worker.log()[-3000:]}"
+            time.sleep(0.5)
+
+    def predicted_versions(batch: list[Click]) -> set[str]:
+        assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in batch]).failed == 0
+        found = predictions_by_event(settings, (c.event_id for c in batch))
+        return {p.model_version for c in batch for p in found[c.event_id]}
+
+    try:
+        worker.start()
+        ensure_topics(settings, [settings.clicks_topic])
+        assert predicted_versions(clicks[:1_000]) == {first}
+        repoint(second_dir)
+        wait_for(f"model {second} is warm: switching to it at the next batch")
+        assert predicted_versions(clicks[1_000:2_000]) == {second}
+        wait_for(f"switched from model {first} to {second}")
+        repoint(broken)
+        wait_for("refused the model at")
+        assert predicted_versions(clicks[2_000:]) == {second}
+        assert worker.process is not None and worker.process.poll() is None
+    finally:
+        worker.stop(signal.SIGTERM)
