@@ -10,13 +10,13 @@ DATA_DIR ?= $(or $(CLICKSTREAM_DATA_DIR),$(wildcard ../shared/data))
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(BIN)/clickstream: pyproject.toml
+$(BIN)/clickstream: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
-install: $(BIN)/clickstream  ## create .venv and install the project with its dev extras
+install: $(BIN)/clickstream  ## create .venv and install the project with its dev extras, at the tested versions
 
 kafka-up:  ## start the local Kafka broker (a no-op when it runs)
 	$(KAFKA) up

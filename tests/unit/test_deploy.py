@@ -1,0 +1,53 @@
+"""The deployment files: Kubernetes manifests valid against the Kubernetes schemas (offline), image basics."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+MANIFESTS = sorted((REPO / "deploy" / "k8s").glob("*.yaml"))
+K8S_VERSION = "1.31.0"
+
+
+def resources(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_manifests_are_valid_kubernetes(path: Path) -> None:
+    for resource in resources(path):
+        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+
+
+def test_the_validation_catches_a_broken_manifest() -> None:
+    (statefulset,) = [r for p in MANIFESTS for r in resources(p) if r["kind"] == "StatefulSet"]
+    broken = copy.deepcopy(statefulset)
+    broken["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "web"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_the_worker_pods_have_probes_state_and_static_membership() -> None:
+    (statefulset,) = [r for p in MANIFESTS for r in resources(p) if r["kind"] == "StatefulSet"]
+    pod = statefulset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/live"
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/state", "/model"}
+    assert "CLICKSTREAM_GROUP_INSTANCE_ID" in {e["name"] for e in container["env"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["terminationGracePeriodSeconds"] >= 30
+    kinds = {r["kind"] for p in MANIFESTS for r in resources(p)}
+    assert {"StatefulSet", "Service", "PodDisruptionBudget"} <= kinds
+
+
+def test_the_image_runs_as_a_user_with_a_health_check_and_a_small_context() -> None:
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    assert "\nUSER worker\n" in dockerfile and "HEALTHCHECK" in dockerfile and "EXPOSE 6066" in dockerfile
+    assert "-c constraints.txt" in dockerfile
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".venv", ".state", "artifacts", "tests", "benchmarks"} <= set(ignored)
