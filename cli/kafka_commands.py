@@ -18,6 +18,7 @@ from cli.options import (
     log_send_options,
     settings_from,
 )
+from cli.replay import Checkpoint, skip
 from core.errors import ClickstreamError
 from core.logs import ReadReport
 from core.records import Click, Prediction
@@ -56,15 +57,32 @@ def _progress(items: Iterable[Any], total: int | None, desc: str, quiet: bool) -
 
 
 def _send(s: Settings, topic: str, clicks: Iterable[Click], due_s: Any, total: int | None,
-          quiet: bool, desc: str, on_delivered: Any = None) -> None:
+          quiet: bool, desc: str, checkpoint: Checkpoint | None = None, start_at: int = 0) -> None:
+    """Send clicks; with a checkpoint, record how many are delivered (a rerun resumes after them)."""
     from core.kafka import ensure_topics, send_all
 
+    progress = {"delivered": 0, "saved_at": 0.0}
+
+    def delivered(n: int) -> None:  # the file is written at most once a second, and once at the end
+        progress["delivered"] = n
+        if checkpoint is not None and time.monotonic() - progress["saved_at"] > 1.0:
+            checkpoint.save(start_at + n)
+            progress["saved_at"] = time.monotonic()
+
     ensure_topics(s, [topic])
-    stats = send_all(s, topic, _progress(_encoded(s, clicks), total, desc, quiet), due_s=due_s,
-                     on_delivered=on_delivered)
+    try:
+        stats = send_all(s, topic, _progress(_encoded(s, clicks), total, desc, quiet), due_s=due_s,
+                         on_delivered=delivered)
+    finally:
+        if checkpoint is not None:
+            checkpoint.save(start_at + int(progress["delivered"]))
     click.echo(f"{desc}: {stats.sent} clicks to {topic} in {stats.elapsed_s:.2f}s ({stats.rate:,.0f}/s)", err=True)
+    if stats.retried:
+        click.echo(f"{desc}: {stats.retried} clicks were sent again after retriable errors", err=True)
     if stats.failed:
-        raise ClickstreamError(f"{stats.failed} clicks were not delivered (first error: {stats.first_error})")
+        resume = " (the checkpoint stops before the first; rerun to resume)" if checkpoint is not None else ""
+        raise ClickstreamError(f"{stats.failed} clicks were not delivered, at positions {stats.describe_failures()} "
+                               f"in send order{resume} (first error: {stats.first_error})")
 
 
 def _report_reads(reports: list[ReadReport]) -> None:
@@ -85,13 +103,15 @@ def _report_reads(reports: list[ReadReport]) -> None:
             help="Seed of the synthetic generator.")
 @env_option("--rate", env="CLICKSTREAM_RATE", type=float, default=0.0, show_default=True,
             help="Clicks per second; 0 sends as fast as the broker takes them.")
+@env_option("--checkpoint", env="CLICKSTREAM_CHECKPOINT", type=click.Path(dir_okay=False),
+            help="File that records how many clicks are delivered; a rerun resumes after them.")
 @env_option("--topic", env="CLICKSTREAM_CLICKS_TOPIC", help="Target topic (default: clicks).")
 @config_option
 @broker_option
 @env_option("--quiet", "-q", env="CLICKSTREAM_QUIET", is_flag=True, help="No progress bar.")
 def produce(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, id_prefix: str | None,
-            synthetic: bool, users: int, events: int, seed: int, rate: float, topic: str | None,
-            config_file: str | None, broker: str | None, quiet: bool) -> None:
+            synthetic: bool, users: int, events: int, seed: int, rate: float, checkpoint: str | None,
+            topic: str | None, config_file: str | None, broker: str | None, quiet: bool) -> None:
     """Send clicks, keyed by user id, from LOGS (file order) or from the synthetic shopper generator."""
     if bool(logs) == synthetic:
         raise click.UsageError("give log files or --synthetic (not both)")
@@ -106,9 +126,12 @@ def produce(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, 
         total: int | None = events
     else:
         clicks, total = iter_logs(logs, fmt, mapping, strict, id_prefix, reports), None
+    saved = Checkpoint(checkpoint, [str(Path(p).resolve()) for p in logs] or [f"synthetic:{users}:{events}:{seed}"])
+    start_at = saved.load()
     due_s = (lambda i, _ts: i / rate) if rate > 0 else None
     try:
-        _send(s, s.clicks_topic, clicks, due_s, total, quiet, "produce")
+        _send(s, s.clicks_topic, skip(iter(clicks), start_at), due_s, total - start_at if total else None, quiet,
+              "produce", saved, start_at)
     finally:
         _report_reads(reports)
 
@@ -212,16 +235,7 @@ def replay(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, i
            skip_events: int, checkpoint: str | None, topic: str | None, config_file: str | None,
            broker: str | None, quiet: bool) -> None:
     """Backfill: send LOGS to the clicks topic in event-time order with their original timestamps."""
-    from cli.replay import (
-        Checkpoint,
-        ReplayCounters,
-        count_lines,
-        in_event_time_order,
-        merge_by_time,
-        pacing,
-        parse_speed,
-        skip,
-    )
+    from cli.replay import ReplayCounters, count_lines, in_event_time_order, merge_by_time, pacing, parse_speed
 
     if skip_events < 0:
         raise click.UsageError("--skip must be >= 0")
@@ -236,18 +250,9 @@ def replay(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, i
                                              else id_prefix, reports), counters) for path in logs]
     clicks = skip(merge_by_time(ordered) if len(ordered) > 1 else ordered[0], start_at)
     total = max(0, sum(count_lines(p) for p in logs) - start_at)
-    progress = {"delivered": 0, "saved_at": 0.0}
-
-    def delivered(n: int) -> None:  # the file is written at most once a second, and once at the end
-        progress["delivered"] = n
-        if time.monotonic() - progress["saved_at"] > 1.0:
-            saved.save(start_at + n)
-            progress["saved_at"] = time.monotonic()
-
     try:
-        _send(s, s.clicks_topic, clicks, pace, total, quiet, "replay", on_delivered=delivered)
+        _send(s, s.clicks_topic, clicks, pace, total, quiet, "replay", saved, start_at)
     finally:
-        saved.save(start_at + int(progress["delivered"]))
         _report_reads(reports)
         if counters.late:
             click.echo(f"{counters.late} events were more out of order than the reorder buffer and went late",

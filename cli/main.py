@@ -4,6 +4,7 @@ Errors of this project become one line on stderr and a non-zero exit code, in on
 """
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -13,6 +14,7 @@ from cli.kafka_commands import produce, replay, subscribe, topics
 from cli.model_commands import evaluate, train
 from cli.worker_commands import intent
 from core.errors import ClickstreamError
+from core.log_throttle import throttle_repeats
 
 
 class CLI(click.Group):
@@ -36,6 +38,9 @@ def main() -> None:
     Produce clicks to Kafka, read the predictions the worker (`faust -A streams.app worker`) makes, replay
     history for backfill, and train and evaluate the model.
     """
+    # the Kafka clients' warnings (a broker restarting, say) as one line each, repeats once per 10 s with a count
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    throttle_repeats()
 
 
 for command in (topics, produce, subscribe, replay, train, evaluate, intent):

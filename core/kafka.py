@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -135,34 +135,59 @@ def topic_size(settings: Settings, topic: str) -> int:
 class SendStats:
     sent: int = 0
     failed: int = 0
+    retried: int = 0
     first_error: str | None = None
+    failed_indexes: list[int] = field(default_factory=list)  # positions (0-based, send order) not delivered
     elapsed_s: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    def describe_failures(self, limit: int = 5) -> str:
+        """The messages not delivered, as 1-based ranges in send order (what a rerun must cover)."""
+        runs: list[list[int]] = []
+        for i in sorted(self.failed_indexes):
+            if runs and i == runs[-1][1] + 1:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i])
+        text = ", ".join(f"{a + 1}" if a == b else f"{a + 1}-{b + 1}" for a, b in runs[:limit])
+        return text + (", ..." if len(runs) > limit else "")
+
 
 Message = tuple[bytes | None, bytes, int | None]  # key, value, timestamp_ms
+RETRIES = 5
+RETRY_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 def send_all(settings: Settings, topic: str, messages: Iterable[Message],
              *, due_s: Callable[[int, int | None], float] | None = None,
-             on_delivered: Callable[[int], None] | None = None) -> SendStats:
+             on_delivered: Callable[[int], None] | None = None, retries: int = RETRIES) -> SendStats:
     """Send keyed messages to ``topic`` and wait until all are acknowledged; failures are counted, not lost.
 
     ``due_s(i, timestamp_ms)`` gives the earliest time (seconds after the first send) for message ``i``,
     for paced sends. ``on_delivered(n)`` is told, now and then, that the first n messages are delivered
-    (for checkpoints). Messages are packed into per-partition record batches with aiokafka's compiled batch
-    builder and the Java client's murmur2 partitioner (same partition as any other Kafka client): about
-    15x the per-message rate of kafka-python's producer on this machine.
+    (for checkpoints). A batch that fails with a retriable error (a leader moving during a broker restart, a
+    timeout) is sent again, up to ``retries`` times with growing pauses; what still fails is counted and its
+    positions kept in :attr:`SendStats.failed_indexes`. Messages are packed into per-partition record batches
+    with aiokafka's compiled batch builder and the Java client's murmur2 partitioner (same partition as any
+    other Kafka client): about 15x the per-message rate of kafka-python's producer on this machine.
     """
-    return asyncio.run(_send_all(settings, topic, messages, due_s, on_delivered))
+    return asyncio.run(_send_all(settings, topic, messages, due_s, on_delivered, retries))
+
+
+@dataclass
+class _Batch:
+    builder: Any
+    partition: int
+    items: list[tuple[int, Message]]  # (message index, message)
+    attempt: int = 0
 
 
 async def _send_all(settings: Settings, topic: str, messages: Iterable[Message],
                     due_s: Callable[[int, int | None], float] | None,
-                    on_delivered: Callable[[int], None] | None) -> SendStats:
+                    on_delivered: Callable[[int], None] | None, retries: int) -> SendStats:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaConnectionError
     from aiokafka.partitioner import murmur2
@@ -177,64 +202,95 @@ async def _send_all(settings: Settings, topic: str, messages: Iterable[Message],
         raise unreachable(settings) from None
     try:
         partitions = sorted(await prod.partitions_for(topic))
-        # per partition: (batch, messages in it, index of its first message)
-        open_batches: dict[int, tuple[Any, int, int]] = {}
-        in_flight: list[tuple[asyncio.Future[Any], int, int]] = []
+        open_batches: dict[int, _Batch] = {}
+        in_flight: list[tuple[asyncio.Future[Any], _Batch]] = []
+        retry_queue: list[tuple[float, _Batch]] = []  # (not before, batch)
         appended = 0
-        first_failed = None
 
-        async def ship(partition: int) -> None:
-            batch, count, first = open_batches.pop(partition)
-            batch.close()
-            in_flight.append((await prod.send_batch(batch, topic, partition=partition), count, first))
+        def new_batch(partition: int, attempt: int = 0) -> _Batch:
+            return _Batch(prod.create_batch(), partition, [], attempt)
 
-        async def ship_all() -> None:
+        async def ship(batch: _Batch) -> None:
+            batch.builder.close()
+            in_flight.append((await prod.send_batch(batch.builder, topic, partition=batch.partition), batch))
+
+        async def ship_open() -> None:
             for partition in list(open_batches):
-                await ship(partition)
+                await ship(open_batches.pop(partition))
+
+        async def append(partition: int, index: int, message: Message, attempt: int = 0) -> None:
+            key, value, ts_ms = message
+            batch = open_batches.get(partition)
+            if batch is None or batch.attempt != attempt:
+                if batch is not None:
+                    await ship(open_batches.pop(partition))
+                batch = open_batches[partition] = new_batch(partition, attempt)
+            if batch.builder.append(key=key, value=value, timestamp=ts_ms) is None:  # full
+                await ship(open_batches.pop(partition))
+                batch = open_batches[partition] = new_batch(partition, attempt)
+                if batch.builder.append(key=key, value=value, timestamp=ts_ms) is None:
+                    raise ClickstreamError(f"message {index + 1} ({len(value)} bytes) exceeds the batch size")
+            batch.items.append((index, message))
 
         def reap() -> None:
-            nonlocal first_failed
             keep = []
-            for fut, count, first in in_flight:
+            for fut, batch in in_flight:
                 if not fut.done():
-                    keep.append((fut, count, first))
-                elif fut.exception() is not None:
-                    stats.failed += count
-                    stats.first_error = stats.first_error or f"{type(fut.exception()).__name__}: {fut.exception()}"
-                    first_failed = first if first_failed is None else min(first_failed, first)
+                    keep.append((fut, batch))
+                    continue
+                exc = fut.exception()
+                if exc is None:
+                    stats.sent += len(batch.items)
+                elif getattr(exc, "retriable", False) and batch.attempt < retries:
+                    stats.retried += len(batch.items)
+                    pause = RETRY_BACKOFF_S[min(batch.attempt, len(RETRY_BACKOFF_S) - 1)]
+                    retry_queue.append((time.monotonic() + pause, batch))
                 else:
-                    stats.sent += count
+                    stats.failed += len(batch.items)
+                    stats.first_error = stats.first_error or f"{type(exc).__name__}: {exc}"
+                    stats.failed_indexes.extend(index for index, _ in batch.items)
             in_flight[:] = keep
             if on_delivered is not None:
-                pending = [f for _, _, f in in_flight] + [f for _, _, f in open_batches.values()]
-                if first_failed is not None:
-                    pending.append(first_failed)
+                batches = [b for _, b in in_flight] + list(open_batches.values()) + [b for _, b in retry_queue]
+                pending = [min(index for index, _ in b.items) for b in batches if b.items]
+                pending += stats.failed_indexes[:1] and [min(stats.failed_indexes)]
                 on_delivered(min(pending, default=appended))
 
+        async def resend_due(wait: bool) -> None:
+            while retry_queue:
+                retry_queue.sort(key=lambda entry: entry[0])
+                not_before, batch = retry_queue[0]
+                if not_before > time.monotonic():
+                    if not wait:
+                        return
+                    await asyncio.sleep(not_before - time.monotonic())
+                retry_queue.pop(0)
+                for index, message in batch.items:
+                    await append(batch.partition, index, message, batch.attempt + 1)
+                await ship_open()
+
         start = time.perf_counter()
-        for i, (key, value, ts_ms) in enumerate(messages):
+        for i, message in enumerate(messages):
             if due_s is not None:
-                wait = start + due_s(i, ts_ms) - time.perf_counter()
+                wait = start + due_s(i, message[2]) - time.perf_counter()
                 if wait > 0:
-                    await ship_all()  # ahead of schedule: what is queued goes out now
+                    await ship_open()  # ahead of schedule: what is queued goes out now
                     await asyncio.sleep(wait)
+            key = message[0]
             if key is None:  # unkeyed: spread round-robin
                 partition = partitions[i % len(partitions)]
             else:
                 partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-            batch, count, first = open_batches.get(partition) or (prod.create_batch(), 0, i)
-            if batch.append(key=key, value=value, timestamp=ts_ms) is None:  # full
-                open_batches[partition] = (batch, count, first)
-                await ship(partition)
-                batch, count, first = prod.create_batch(), 0, i
-                if batch.append(key=key, value=value, timestamp=ts_ms) is None:
-                    raise ClickstreamError(f"message {i} ({len(value)} bytes) exceeds the batch size")
-            open_batches[partition] = (batch, count + 1, first)
+            await append(partition, i, message)
             appended = i + 1
             if len(in_flight) > 64:
                 reap()
-        await ship_all()
-        await asyncio.gather(*(fut for fut, _, _ in in_flight), return_exceptions=True)
+                await resend_due(wait=False)
+        await ship_open()
+        while in_flight or retry_queue:
+            await asyncio.gather(*(fut for fut, _ in in_flight), return_exceptions=True)
+            reap()
+            await resend_due(wait=True)
         reap()
         stats.elapsed_s = time.perf_counter() - start
     finally:

@@ -12,6 +12,7 @@ import sys
 import faust
 
 from core.errors import ConfigError
+from core.log_throttle import throttle_repeats
 from core.settings import load_settings
 
 try:
@@ -25,6 +26,7 @@ class IntentApp(faust.App):
 
     async def on_first_start(self) -> None:
         check_before_joining()
+        throttle_repeats()  # Faust has set up logging by now: a broker outage logs once per 10 s, with counts
         await super().on_first_start()
 
 

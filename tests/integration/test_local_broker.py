@@ -1,6 +1,7 @@
 """deploy/kafka/kafka.sh on its own ports and state folder: idempotent start, clean stop, durable data."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 from core.kafka import ensure_topics, send_all
 from core.settings import Settings
+from tests.conftest import REPO
 from tests.integration.conftest import KAFKA_SH, consume, port_open
 
 PORT, CONTROLLER_PORT = 19092, 19093
@@ -46,5 +48,40 @@ def test_start_twice_stop_and_restart_keeps_data(tmp_path: Path) -> None:
         assert kafka("up", state).returncode == 0
         (record,) = consume(s, "durable", 1, timeout_s=60)
         assert record.value == b"written before the restart"
+    finally:
+        kafka("down", state)
+
+
+@pytest.mark.slow
+def test_produce_survives_a_broker_restart_and_logs_the_outage_briefly(tmp_path: Path) -> None:
+    import sys
+    import threading
+    import time
+
+    from tests.integration.conftest import wait_until_ready
+
+    if port_open("127.0.0.1", PORT):
+        pytest.skip(f"port {PORT} is taken by something else")
+    state = tmp_path / "kafka"
+    try:
+        assert kafka("up", state).returncode == 0
+        wait_until_ready(f"127.0.0.1:{PORT}")
+        s = Settings(broker=f"127.0.0.1:{PORT}", partitions=2)
+        ensure_topics(s, ["clicks"])
+        checkpoint = tmp_path / "produce.checkpoint"
+        cmd = [sys.executable, "-m", "cli.main", "produce", "--synthetic", "--events", "20000", "--rate", "1000",
+               "--broker", s.broker, "--topic", "clicks", "--checkpoint", str(checkpoint), "-q"]
+        produce = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        time.sleep(6)  # mid-way: about 6,000 clicks sent
+        outage = threading.Thread(target=lambda: (kafka("down", state), time.sleep(5), kafka("up", state)))
+        outage.start()
+        out, err = produce.communicate(timeout=300)
+        outage.join()
+        assert produce.returncode == 0, err[-3000:]
+        assert "Unable connect to node" in err and "more like this in the last" in err  # the outage happened
+        assert len(err.splitlines()) < 80, err[-3000:]  # ... and its thousands of client errors were throttled
+        records = consume(s, "clicks", 20_000, timeout_s=120)
+        assert len({r.value for r in records}) == 20_000  # every click delivered (a retried batch may repeat)
+        assert json.loads(checkpoint.read_text())["delivered"] == 20_000
     finally:
         kafka("down", state)
