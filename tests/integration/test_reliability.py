@@ -134,3 +134,37 @@ def test_a_misconfigured_worker_is_one_line() -> None:
 
     code, stderr = worker_exit({**os.environ, "CLICKSTREAM_BATCH_MAX": "abc"})
     assert code == 2 and stderr.strip().splitlines() == ["error: batch_max must be int, got 'abc'"]
+
+
+def test_committed_offsets_reach_the_end_after_a_kill_9_loop(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    clicks = sample_clicks(12_000, f"loop-{settings.app_id}")
+    ensure_topics(settings, [settings.clicks_topic])
+    assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks]).failed == 0
+    state = tmp_path / "state"
+    for kill in range(3):  # killed while predicting, three times
+        worker = worker_for(settings, worker_model, state, f"kill-{kill}").start()
+        time.sleep(4)
+        worker.stop(signal.SIGKILL)
+    last = worker_for(settings, worker_model, state, "last").start()
+    try:
+        found = predictions_by_event(settings, (c.event_id for c in clicks), timeout_s=240)
+        admin = KafkaAdminClient(bootstrap_servers=settings.broker)
+        consumer = KafkaConsumer(bootstrap_servers=settings.broker)
+        tps = [TopicPartition(settings.clicks_topic, p) for p in consumer.partitions_for_topic(settings.clicks_topic)]
+        ends = consumer.end_offsets(tps)
+        consumer.close()
+        deadline = time.monotonic() + 60
+        while True:
+            committed = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
+            behind = {tp: ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps}
+            if not any(behind.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        admin.close()
+    finally:
+        last.stop(signal.SIGTERM)
+    assert set(found) == {c.event_id for c in clicks}
+    assert not any(behind.values()), f"committed offsets behind the end of the clicks topic: {behind}"
