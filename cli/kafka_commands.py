@@ -44,7 +44,7 @@ def topics(config_file: str | None, broker: str | None, partitions: int | None) 
 def _encoded(s: Settings, clicks: Iterable[Click]) -> Iterator[tuple[bytes, bytes, int]]:
     from schemas.codec import RecordCodec
 
-    encode = RecordCodec(Click, s.schema_id_click).encode
+    encode = RecordCodec(Click, s.schema_id_click, **s.codec_options()).encode
     for c in clicks:
         yield c.key, encode(c), c.event_time_ms
 
@@ -158,7 +158,7 @@ def subscribe(config_file: str | None, broker: str | None, topic: str | None, fr
     from schemas.codec import RecordCodec
 
     s = settings_from(config_file, broker=broker, predictions_topic=topic)
-    codec = RecordCodec(Prediction, s.schema_id_prediction)
+    codec = RecordCodec(Prediction, s.schema_id_prediction, **s.codec_options())
     consumer = consumer_at(s, s.predictions_topic, from_beginning=from_beginning)
     wanted = set(users)
     seen = undecodable = 0

@@ -31,6 +31,9 @@ CLICKSTREAM_GROUP_INSTANCE_ID  static group membership: a stable id per worker (
                            a worker restarted with the same id gets its partitions back at once
 CLICKSTREAM_STORE          Faust table store (``rocksdb://``)
 CLICKSTREAM_STATE_DIR      worker state folder: RocksDB tables (``.state/worker``)
+CLICKSTREAM_WIRE_FORMAT    how clicks and predictions are written: bare Avro or Avro single-object encoding
+                           (``bare``); all formats are read
+CLICKSTREAM_SCHEMA_DIR     extra .avsc files of producers' schema versions, for single-object reads
 CLICKSTREAM_SCHEMA_ID_CLICK / _PREDICTION  set to use the Confluent wire format with these schema ids
 CLICKSTREAM_SECURITY_PROTOCOL  PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
 CLICKSTREAM_SASL_MECHANISM  PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
@@ -54,6 +57,7 @@ ENV_PREFIX = "CLICKSTREAM_"
 DEFAULT_MODEL_DIR = "artifacts/model"
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+WireFormat = Literal["bare", "single-object"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +86,8 @@ class Settings:
     group_instance_id: str | None = None
     store: str = "rocksdb://"
     state_dir: str = ".state/worker"
+    wire_format: WireFormat = "bare"
+    schema_dir: str | None = None
     schema_id_click: int | None = None
     schema_id_prediction: int | None = None
     security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -98,6 +104,10 @@ class Settings:
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password
                                                                and self.sasl_mechanism):
             raise ConfigError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+
+    def codec_options(self) -> dict[str, Any]:
+        """How :class:`schemas.codec.RecordCodec` writes and reads messages under these settings."""
+        return {"single_object": self.wire_format == "single-object", "schema_dir": self.schema_dir}
 
     @property
     def rekeyed_topic(self) -> str:

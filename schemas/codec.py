@@ -1,7 +1,15 @@
 """The one codec for the Avro contracts in this folder (fastavro, schemaless, schemas parsed once).
 
-Plain messages are bare Avro binary. With ``schema_id`` set, messages use the Confluent wire format
-(magic byte 0, 4-byte big-endian schema id, Avro binary) for users with a schema registry.
+Three wire formats are read:
+
+- bare Avro binary, written with the current schema (the default for what this project writes);
+- Avro single-object encoding (``C3 01``, the writer schema's 8-byte CRC-64-AVRO fingerprint, the body): the
+  writer's schema is looked up by fingerprint among the released versions (``schemas/history/``), the current
+  one and any ``.avsc`` files in ``CLICKSTREAM_SCHEMA_DIR`` (a newer producer's schema), and resolved against
+  the current schema by Avro's rules: a field the reader does not know is skipped, a missing one takes its
+  default, an unknown enum symbol becomes the enum's default (``unknown`` for event types);
+- with ``schema_id`` set, the Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro binary),
+  whose id must be the configured one (no registry lookup).
 
 :class:`AvroCodec` works on the Avro dicts; :class:`RecordCodec` converts the typed records of
 :mod:`core.records` at the edge, which is what the CLI and the worker use.
@@ -16,13 +24,15 @@ from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from core.errors import DecodeError
+from core.errors import ConfigError, DecodeError
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 SchemaName = Literal["click", "prediction"]
 _MAGIC = 0
 _HEADER = struct.Struct(">bI")
+_SINGLE_OBJECT = b"\xc3\x01"
 
 
 def schema_path(name: str) -> Path:
@@ -37,14 +47,48 @@ def load_schema(name: str) -> Any:
         return fastavro.parse_schema(json.load(f))
 
 
-class AvroCodec:
-    """Encode and decode one contract; ``schema_id`` switches on Confluent framing."""
+def single_object_fingerprint(schema: Any) -> bytes:
+    """The 8 bytes (CRC-64-AVRO, little-endian) that single-object encoding puts before the body."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
 
-    def __init__(self, name: SchemaName, schema_id: int | None = None) -> None:
+
+@cache
+def writer_schemas(name: str, extra_dir: str | None = None) -> dict[bytes, Any]:
+    """Every schema of a contract a writer may have used, by single-object fingerprint."""
+    paths = [*sorted((SCHEMA_DIR / "history").glob(f"{name}.v*.avsc")), schema_path(name)]
+    if extra_dir:
+        extra = Path(extra_dir)
+        if not extra.is_dir():
+            raise ConfigError(f"schema folder {extra} does not exist (CLICKSTREAM_SCHEMA_DIR)")
+        paths += sorted(extra.glob("*.avsc"))
+    schemas = {}
+    for path in paths:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            parsed = fastavro.parse_schema(raw, _write_hint=False)
+        except (ValueError, fastavro.schema.SchemaParseException) as exc:
+            raise ConfigError(f"schema {path} is not a valid Avro schema: {exc}") from None
+        if parsed.get("name") == load_schema(name)["name"]:
+            schemas[single_object_fingerprint(parsed)] = parsed
+    return schemas
+
+
+class AvroCodec:
+    """Encode and decode one contract. Writes bare Avro, single-object encoding (``single_object``) or, with
+    ``schema_id``, the Confluent framing; reads all of them (see the module docstring)."""
+
+    def __init__(self, name: SchemaName, schema_id: int | None = None, *, single_object: bool = False,
+                 schema_dir: str | None = None) -> None:
         self.name = name
         self.schema = load_schema(name)
         self.schema_id = schema_id
-        self._header = _HEADER.pack(_MAGIC, schema_id) if schema_id is not None else b""
+        self.writers = writer_schemas(name, schema_dir)
+        if schema_id is not None:
+            self._header = _HEADER.pack(_MAGIC, schema_id)
+        elif single_object:
+            self._header = _SINGLE_OBJECT + single_object_fingerprint(self.schema)
+        else:
+            self._header = b""
 
     def encode(self, record: dict[str, Any]) -> bytes:
         buf = io.BytesIO()
@@ -57,7 +101,15 @@ class AvroCodec:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise DecodeError(f"{self.name}: expected bytes, got {type(data).__name__}")
         buf = io.BytesIO(data)
-        if self.schema_id is not None:
+        writer = self.schema
+        if data[:2] == _SINGLE_OBJECT:  # a bare click never starts so: as a string length it would be negative
+            fp = bytes(data[2:10])
+            writer = self.writers.get(fp)
+            if writer is None:
+                raise DecodeError(f"{self.name}: written with an unknown schema (fingerprint {fp.hex()}); put "
+                                  "the producer's .avsc in CLICKSTREAM_SCHEMA_DIR")
+            buf.seek(10)
+        elif self.schema_id is not None:
             header = buf.read(_HEADER.size)
             if len(header) < _HEADER.size:
                 raise DecodeError(f"{self.name}: {len(data)} bytes is too short for the Confluent header")
@@ -67,7 +119,7 @@ class AvroCodec:
             if schema_id != self.schema_id:
                 raise DecodeError(f"{self.name}: schema id {schema_id}, expected {self.schema_id}")
         try:
-            record = fastavro.schemaless_reader(buf, self.schema, None)
+            record = fastavro.schemaless_reader(buf, writer, self.schema if writer is not self.schema else None)
         except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, IndexError, ...
             raise DecodeError(f"{self.name}: not a valid Avro message ({type(exc).__name__}: {exc})") from None
         if buf.tell() != len(data):
@@ -87,9 +139,10 @@ R = TypeVar("R", bound=AvroRecord)
 class RecordCodec(Generic[R]):
     """Encode and decode typed records (``Click``, ``Prediction``) of one contract."""
 
-    def __init__(self, record_type: type[R], schema_id: int | None = None) -> None:
+    def __init__(self, record_type: type[R], schema_id: int | None = None, *, single_object: bool = False,
+                 schema_dir: str | None = None) -> None:
         self.record_type = record_type
-        self.avro = AvroCodec(record_type.SCHEMA, schema_id)
+        self.avro = AvroCodec(record_type.SCHEMA, schema_id, single_object=single_object, schema_dir=schema_dir)
 
     def encode(self, record: R) -> bytes:
         return self.avro.encode(record.to_avro())

@@ -68,8 +68,9 @@ async def predict_next_intent(stream: Any) -> None:
         predictor = await loop.run_in_executor(runtime.inference, load_predictor)
     except Exception as exc:
         stop_unacknowledged(exc)
-    processor = BatchProcessor(click_codec=RecordCodec(Click, settings.schema_id_click),
-                               prediction_codec=RecordCodec(Prediction, settings.schema_id_prediction),
+    processor = BatchProcessor(click_codec=RecordCodec(Click, settings.schema_id_click, **settings.codec_options()),
+                               prediction_codec=RecordCodec(Prediction, settings.schema_id_prediction,
+                                                            **settings.codec_options()),
                                window_length=predictor.window_length, model_version=predictor.version)
     runtime.predictor, runtime.processor = predictor, processor
     metrics.model_info.labels(predictor.version).set(1)

@@ -168,3 +168,37 @@ def test_committed_offsets_reach_the_end_after_a_kill_9_loop(
         last.stop(signal.SIGTERM)
     assert set(found) == {c.event_id for c in clicks}
     assert not any(behind.values()), f"committed offsets behind the end of the clicks topic: {behind}"
+
+
+def test_clicks_written_with_older_and_newer_schemas_are_all_predicted(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    import io
+    import json
+
+    import fastavro
+
+    from schemas.codec import single_object_fingerprint
+
+    newer_dir = REPO / "tests" / "unit" / "data"
+    newer = fastavro.parse_schema(json.loads((newer_dir / "click.v2-newer.avsc").read_text()))
+    clicks = sample_clicks(600, f"evolve-{settings.app_id}")
+    older_codec = RecordCodec(Click, single_object=True)  # the released version 1
+
+    def newer_bytes(c: Click) -> bytes:
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, newer, {**c.to_avro(), "event_type": "share", "device": "app"})
+        return b"\xc3\x01" + single_object_fingerprint(newer) + body.getvalue()
+
+    messages = [(c.key, CLICK.encode(c), None) for c in clicks[:200]]  # bare, current schema
+    messages += [(c.key, older_codec.encode(c), None) for c in clicks[200:400]]
+    messages += [(c.key, newer_bytes(c), None) for c in clicks[400:]]
+    worker = worker_for(dataclasses.replace(settings, schema_dir=str(newer_dir)), worker_model, tmp_path / "state")
+    try:
+        worker.start()
+        ensure_topics(settings, [settings.clicks_topic])
+        assert send_all(settings, settings.clicks_topic, messages).failed == 0
+        found = predictions_by_event(settings, (c.event_id for c in clicks))
+    finally:
+        worker.stop(signal.SIGTERM)
+    assert set(found) == {c.event_id for c in clicks}
+    assert not read_all(settings, settings.dead_letter_topic)

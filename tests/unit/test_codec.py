@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import io
+import json
 import string
+from pathlib import Path
 
+import fastavro
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import DecodeError
-from schemas.codec import AvroCodec
+from schemas.codec import AvroCodec, single_object_fingerprint
 
 ids = st.text(min_size=1, max_size=40)
 longs = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -92,3 +96,26 @@ def test_trailing_bytes_and_wrong_type_raise_decode_error() -> None:
         CLICK.decode(encoded + b"\x00")
     with pytest.raises(DecodeError, match="expected bytes"):
         CLICK.decode("not bytes")  # type: ignore[arg-type]
+
+
+NEWER = Path(__file__).parent / "data"
+
+
+def test_single_object_messages_of_older_and_newer_writers_are_resolved() -> None:
+    click = {"event_id": "e", "user_id": "u", "item_id": "i", "category_id": "c", "event_type": "cart",
+             "event_time_ms": 1, "session_id": None, "price": None, "user_attributes": {}}
+    reader = AvroCodec("click", schema_dir=str(NEWER))
+    # the released version 1, single-object encoded
+    older = AvroCodec("click", single_object=True).encode(click)
+    assert older[:2] == b"\xc3\x01" and reader.decode(older) == click
+    # a newer producer: an extra field with a default and an event type this reader does not know
+    newer_schema = fastavro.parse_schema(json.loads((NEWER / "click.v2-newer.avsc").read_text()))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, newer_schema, {**click, "event_type": "share", "device": "app"})
+    newer = b"\xc3\x01" + single_object_fingerprint(newer_schema) + body.getvalue()
+    assert reader.decode(newer) == {**click, "event_type": "unknown"}
+    # without the newer schema at hand, the message is refused with the fix in the reason
+    with pytest.raises(DecodeError, match="unknown schema .* CLICKSTREAM_SCHEMA_DIR"):
+        AvroCodec("click").decode(newer)
+    # bare messages still read as before
+    assert reader.decode(CLICK.encode(click)) == click
