@@ -56,6 +56,10 @@ class Timing:
     window_ms: float
     inference_ms: float
 
+    def to_avro(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "batch_wait_ms": self.batch_wait_ms, "window_ms": self.window_ms,
+                "inference_ms": self.inference_ms}
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Prediction:
@@ -80,7 +84,7 @@ class Prediction:
                 "top_categories": [{"category_id": c, "score": s} for c, s in self.top_categories],
                 "next_event_type": dict(self.next_event_type),
                 "purchase_probability": self.purchase_probability, "window_length": self.window_length,
-                "timing": dataclasses.asdict(self.timing) if self.timing is not None else None}
+                "timing": self.timing.to_avro() if self.timing is not None else None}
 
     @classmethod
     def from_avro(cls, d: Mapping[str, Any]) -> Prediction:

@@ -86,7 +86,7 @@ class UserWindow:
             struct.pack(f"<{n}q", *self.times_ms) if wide else struct.pack(f"<{n}I", *deltas),
             struct.pack(f"<{n}b", *self.event_types),
             struct.pack(f"<{n}I", *self.checksums),
-            bytes(slot[c] for c in self.categories),
+            bytes(map(slot.__getitem__, self.categories)),
             *(_LENGTH.pack(len(raw)) + raw for raw in (c.encode() for c in distinct)),
         ])
 
