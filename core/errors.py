@@ -26,6 +26,10 @@ class BrokerUnavailable(ClickstreamError):
     exit_code = 4
 
 
+class AuthenticationFailed(BrokerUnavailable):
+    """A broker answered, but the security settings do not match it: credentials, mechanism, protocol, TLS."""
+
+
 class DecodeError(ClickstreamError):
     """Bytes that are not a valid message of the expected schema."""
 

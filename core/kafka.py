@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,27 +17,69 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
-from core.errors import BrokerUnavailable, ClickstreamError, ConfigError
+from core.errors import AuthenticationFailed, BrokerUnavailable, ClickstreamError, ConfigError
 from core.settings import Settings
 
 BOOTSTRAP_TIMEOUT_MS = 5000
 
 
-def unreachable(settings: Settings) -> BrokerUnavailable:
-    """The one error for a broker that does not answer, whichever client found out."""
-    return BrokerUnavailable(f"no Kafka broker answered at {settings.broker} (start one with `make kafka-up`, "
+def unreachable(settings: Settings, seen: Sequence[str] = ()) -> BrokerUnavailable:
+    """The one error for a broker that cannot be used, whichever client found out, naming the cause that the
+    client's own log lines (``seen``) point to: nothing listening, authentication, or the wrong protocol."""
+    at, protocol = settings.broker, settings.security_protocol
+    text = " | ".join(seen)
+    if "UnsupportedSaslMechanism" in text:
+        return AuthenticationFailed(f"the broker at {at} does not accept SASL mechanism {settings.sasl_mechanism} "
+                                    "(CLICKSTREAM_SASL_MECHANISM)")
+    if "IllegalSaslState" in text:
+        return AuthenticationFailed(f"{at} is not a SASL listener, but {protocol} was used: check the port and "
+                                    "CLICKSTREAM_SECURITY_PROTOCOL")
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return AuthenticationFailed(f"the TLS certificate of the broker at {at} is not trusted (set "
+                                    "CLICKSTREAM_SSL_CAFILE to the CA that signed it)")
+    handshake = [m for m in seen if "Handshake failed" in m]
+    if handshake:
+        reason = handshake[0].split("Handshake failed:", 1)[-1].strip()[:120]
+        return AuthenticationFailed(f"the TLS handshake with {at} failed ({reason}): is it a TLS listener?")
+    if "socket disconnected" in text and protocol.startswith("SASL"):
+        return AuthenticationFailed(f"authentication failed at {at}: the broker closed the connection after "
+                                    f"{settings.sasl_mechanism} authentication of user {settings.sasl_username!r} "
+                                    "(wrong user name or password?)")
+    if "socket disconnected" in text:
+        return AuthenticationFailed(f"{at} closed the connection before answering a {protocol} client: it may "
+                                    "expect SASL or TLS (check the port and CLICKSTREAM_SECURITY_PROTOCOL)")
+    return BrokerUnavailable(f"no Kafka broker answered at {at} (start one with `make kafka-up`, "
                              f"or set CLICKSTREAM_BROKER)")
+
+
+class _ClientLog(logging.Handler):
+    """Keeps the warnings and errors kafka-python logs while it bootstraps (it raises only a timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.messages) < 100:
+            self.messages.append(record.getMessage())
 
 
 @contextlib.contextmanager
 def broker_errors(settings: Settings) -> Iterator[None]:
-    """Turn the client's bootstrap timeout into one clear BrokerUnavailable."""
+    """Turn the client's bootstrap timeout into one clear error that names its cause."""
+    client_log = _ClientLog()
+    logger = logging.getLogger("kafka")
+    logger.addHandler(client_log)
+    propagate, logger.propagate = logger.propagate, False  # the cause is told once, in the error below
     try:
         yield
     except KafkaTimeoutError as exc:
         if "bootstrap" in str(exc).lower():
-            raise unreachable(settings) from None
+            raise unreachable(settings, client_log.messages) from None
         raise
+    finally:
+        logger.removeHandler(client_log)
+        logger.propagate = propagate
 
 
 def admin(settings: Settings) -> KafkaAdminClient:

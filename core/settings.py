@@ -39,6 +39,7 @@ CLICKSTREAM_SECURITY_PROTOCOL  PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
 CLICKSTREAM_SASL_MECHANISM  PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
 CLICKSTREAM_SASL_USERNAME / CLICKSTREAM_SASL_PASSWORD   SASL credentials (the password is never printed)
 CLICKSTREAM_SSL_CAFILE     CA bundle that signs the brokers' certificates
+CLICKSTREAM_SSL_CERTFILE / CLICKSTREAM_SSL_KEYFILE  client certificate and key (PEM) for mutual TLS
 =========================  =====================================================================
 """
 from __future__ import annotations
@@ -95,12 +96,16 @@ class Settings:
     sasl_username: str | None = None
     sasl_password: str | None = dataclasses.field(default=None, repr=False)
     ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("partitions", "replication_factor", "batch_max", "top_k", "inference_threads",
                      "window_ttl_s", "session_timeout_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ConfigError("mutual TLS needs both ssl_certfile and ssl_keyfile")
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password
                                                                and self.sasl_mechanism):
             raise ConfigError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
@@ -149,6 +154,8 @@ class Settings:
                           sasl_plain_password=self.sasl_password)
         if self.ssl_cafile:
             config["ssl_cafile"] = self.ssl_cafile
+        if self.ssl_certfile:
+            config.update(ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile)
         return config
 
     def ssl_context(self) -> Any:
@@ -157,7 +164,10 @@ class Settings:
             return None
         import ssl
 
-        return ssl.create_default_context(cafile=self.ssl_cafile)
+        context = ssl.create_default_context(cafile=self.ssl_cafile)
+        if self.ssl_certfile:  # mutual TLS: the broker checks this client's certificate too
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
 
     def aiokafka_config(self) -> dict[str, Any]:
         """Connection and security options for aiokafka clients (Faust's own client)."""

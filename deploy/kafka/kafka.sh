@@ -7,7 +7,8 @@
 #   deploy/kafka/kafka.sh log      print the tail of the broker log
 #
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_STATE_DIR (<repo>/.state/kafka),
-# KAFKA_HEAP_OPTS (-Xmx1g -Xms256m), KAFKA_START_TIMEOUT_S (90).
+# KAFKA_HEAP_OPTS (-Xmx1g -Xms256m), KAFKA_START_TIMEOUT_S (90); KAFKA_SASL_PORT adds a SASL_PLAINTEXT listener
+# with SCRAM-SHA-256 for KAFKA_SASL_USER / KAFKA_SASL_PASSWORD (alice / alice-secret) on a new state folder.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -59,11 +60,25 @@ up() {
   cp=$(classpath)
   sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$controller_port|g" -e "s|@DATA_DIR@|$data_dir|g" \
     "$here/server.properties.in" >"$state/server.properties"
+  local format_extra=()
+  if [[ -n ${KAFKA_SASL_PORT:-} ]]; then
+    # an extra SASL_PLAINTEXT listener with SCRAM-SHA-256 (tests of authentication errors); later keys win
+    local sasl=SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
+    {
+      echo "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,$sasl"
+      echo "advertised.listeners=PLAINTEXT://127.0.0.1:$port,$sasl"
+      echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+      echo "sasl.enabled.mechanisms=SCRAM-SHA-256"
+      echo "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    } >>"$state/server.properties"
+    format_extra=(--add-scram "SCRAM-SHA-256=[name=${KAFKA_SASL_USER:-alice},password=${KAFKA_SASL_PASSWORD:-alice-secret}]")
+  fi
   local java_opts=(-cp "$cp" "-Dlog4j2.configurationFile=$here/log4j2.properties" "-Dkafka.logs.dir=$log_dir")
   if [[ ! -f $data_dir/meta.properties ]]; then
     local cluster_id
     cluster_id=$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid)
     java "${java_opts[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" \
+      ${format_extra[@]+"${format_extra[@]}"} \
       >"$log_dir/format.log" 2>&1 || { cat "$log_dir/format.log" >&2; die "formatting the storage failed"; }
   fi
   # shellcheck disable=SC2086
