@@ -39,8 +39,8 @@ if ! $BIN/python -c "import sys; from model.artifact import read_manifest; read_
   $BIN/clickstream train "$log" --format taobao --out "$MODEL"
 fi
 $BIN/clickstream topics
-echo "demo: starting the worker (log: $STATE/worker.log)"
-$BIN/faust -A streams.app worker -l info --without-web >"$STATE/worker.log" 2>&1 &
+echo "demo: starting the worker (log: $STATE/worker.log; metrics: http://127.0.0.1:6066/metrics)"
+$BIN/faust -A streams.app worker -l info >"$STATE/worker.log" 2>&1 &
 pids+=($!)
 until grep -q "shapes warmed" "$STATE/worker.log"; do
   if ! kill -0 "${pids[0]}" 2>/dev/null; then tail -20 "$STATE/worker.log"; exit 1; fi
