@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from model.tf_quiet import import_tensorflow
+
+import_tensorflow()  # keras loads TensorFlow: quietly, before keras does it with all its start-up noise
+
 import keras
 from keras import layers, ops
 

@@ -11,9 +11,13 @@ from typing import Any
 import numpy as np
 
 from model.artifact import FORMAT_VERSION, WEIGHTS, weights_digest, write_manifest
-from model.data import EventLog, TimeSplit, load_events, target_positions
+from model.baselines import StoredBaselines
+from model.data import EventLog, TimeSplit, load_events, skipped_summary, target_positions
 from model.examples import LogColumns
 from model.features import FeatureSpec
+from model.metrics import ranking_metrics, ranks
+from model.mix import MixTuner
+from model.tf_quiet import import_tensorflow
 from model.config import NetworkConfig, TrainConfig
 from model.network import build_network, build_training_model, negative_log_likelihood
 from streams.errors import InputError
@@ -47,8 +51,8 @@ def prior(log: EventLog, targets: np.ndarray, labels: np.ndarray, top: int = 100
 def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainConfig = TrainConfig(),
           mapping: str | None = None, tensorboard: bool = False, verbose: int | str = "auto") -> dict[str, Any]:
     """Train on the earlier part of the logs' time range and write the artifact to ``out``."""
+    tf = import_tensorflow()
     import keras
-    import tensorflow as tf
 
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
@@ -91,9 +95,12 @@ def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainC
     out.mkdir(parents=True, exist_ok=True)
     callbacks: list[Any] = [keras.callbacks.EarlyStopping(monitor="val_next_category_loss", mode="min",
                                                           patience=config.patience, restore_best_weights=True)]
+    if config.max_fit_seconds:
+        callbacks.append(TimeBudget(config.max_fit_seconds))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
-    history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config.epochs,
+    epochs = config.epochs or auto_epochs(len(train_targets))
+    history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
                         batch_size=config.batch_size, shuffle=True, callbacks=callbacks, verbose=verbose)
 
     network.save(out / WEIGHTS)
@@ -112,19 +119,82 @@ def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainC
         "training": {
             "logs": [str(p) for p in paths], "format": fmt, "data_fingerprint": log.fingerprint(),
             "read": [r.summary() for r in reports], "cleaning": log.cleaning,
+            "skipped": skipped_summary(log, reports),
             "users": log.n_users, "events": len(log),
-            "split": {"val_start_ms": split.val_start_ms, "test_start_ms": split.test_start_ms,
+            "split": {"val_start_ms": split.val_start_ms, "test_start_ms": split.test_start_ms, "by": split.by,
                       "test_fraction": config.test_fraction, "val_fraction": config.val_fraction},
             "train_examples": len(train_targets), "val_examples": len(val_targets),
-            "config": dataclasses.asdict(config), "epochs_run": len(losses["loss"]), "best_epoch": best_epoch + 1,
+            "config": dataclasses.asdict(config), "max_epochs": epochs, "epochs_run": len(losses["loss"]), "best_epoch": best_epoch + 1,
             "seconds": round(time.perf_counter() - started, 1),
             "event_type_weights": event_type_weights(y_train["next_event_type"], len(EVENT_TYPES)).round(4).tolist(),
         },
         "metrics": {"history": losses, "best": {k: v[best_epoch] for k, v in losses.items()}},
     }
+    baselines = StoredBaselines.fit(
+        log, train_events, fitted_on=f"training part of the log (events before {_utc(split.val_start_ms)} UTC); "
+                                     "recency decay and mix weights chosen on the validation slice")
+    baselines.save(out)
+    write_manifest(out, manifest)  # the predictor below needs a complete artifact (mix: the network alone)
+    tune = val_targets[:: max(1, len(val_targets) // config.max_tune_examples)]
+    baselines.validation = tune_on_validation(out, log, columns.user_start, tune, baselines, config.window_length)
+    manifest["baselines_sha256"] = weights_digest(baselines.save(out))
+    manifest["validation"] = baselines.validation
+    manifest["training"]["seconds"] = round(time.perf_counter() - started, 1)
     write_manifest(out, manifest)
     plot_losses(losses, out / "loss_curve.png", manifest["version"])
     return manifest
+
+
+def TimeBudget(seconds: float) -> Any:
+    """A callback that ends training when another epoch would not finish within ``seconds`` of fitting."""
+    import keras
+
+    class _TimeBudget(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.started = self.epoch_started = time.perf_counter()
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch_started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            now = time.perf_counter()
+            if now - self.started + (now - self.epoch_started) > seconds:
+                self.model.stop_training = True
+
+    return _TimeBudget()
+
+
+def auto_epochs(train_examples: int) -> int:
+    """Most epochs when not given: ~1.5M example visits, 12 to 60 epochs (early stopping ends most runs)."""
+    return int(np.clip(round(1_500_000 / max(train_examples, 1)), 12, 60))
+
+
+def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets: np.ndarray,
+                       baselines: StoredBaselines, window_length: int) -> dict[str, Any]:
+    """Tune the recency decay and the mix weights on validation targets; the comparison table, as metrics."""
+    from model.predictor import Predictor, Window
+
+    starts = np.maximum(user_start[targets], targets - window_length)
+    windows = [log.category_ids[a:b].tolist() for a, b in zip(starts, targets)]
+    truth = log.category_ids[targets].tolist()
+    baselines.tune_decay(windows, truth)
+    predictor = Predictor(out, batch_sizes=(512,), lengths=(window_length,), jit_compile=False, warm=False)
+    network_top: list[list[tuple[str, float]]] = []
+    for lo in range(0, len(targets), 2048):
+        batch = [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
+                 for a, b in zip(starts[lo: lo + 2048], targets[lo: lo + 2048])]
+        prediction = predictor.predict(batch)
+        assert prediction.network_top is not None
+        network_top.extend(prediction.network_top)
+    tuner = MixTuner(baselines, windows, network_top, truth)
+    baselines.mix = tuner.tune()
+    rows = {"model": ranking_metrics(tuner.ranks(baselines.mix)),
+            "network_alone": ranking_metrics(ranks([[c for c, _ in top] for top in network_top], truth))}
+    for name, method in baselines.methods().items():
+        rows[name] = ranking_metrics(ranks([method(w) for w in windows], truth))
+    best = max((n for n in rows if n not in ("model", "network_alone")), key=lambda n: rows[n]["mrr@10"])
+    return {"targets": len(targets), "mix": baselines.mix, "decay": baselines.decay, "best_baseline": best,
+            "next_category": {n: {k: round(v, 4) for k, v in m.items()} for n, m in rows.items()}}
 
 
 def plot_losses(losses: dict[str, list[float]], path: Path, title: str) -> None:
