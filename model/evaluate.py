@@ -46,7 +46,10 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     truth_type = log.event_types[targets].astype(np.int64)
     buy = purchase_labels(log, horizon)[targets]
 
-    predictor = Predictor(model_dir)
+    if progress:
+        print("evaluate: loading the model", file=sys.stderr, flush=True)
+    # one batch size and the length buckets: fewer shapes to compile than the worker's default set
+    predictor = Predictor(model_dir, batch_sizes=(512,), lengths=(8, 16, 32))
     baselines = predictor.baselines  # fit at training time on the training part only: nothing here is fit
     model_top: list[list[str]] = []
     network_top: list[list[str]] = []
