@@ -96,6 +96,7 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
         "model_version": manifest["version"], "logs": [str(p) for p in paths], "split": split,
         "targets": int(len(targets)), "users": int(users.max() + 1),
         "next_category": category, "intervals": intervals, "fitted": fitted_how(baselines),
+        "fitted_on": baselines.fitted_on,
         "mix": baselines.mix, "next_event_type": event_type, "purchase": purchase,
         "best_category_baseline": best_baseline, "targets_in_window": round(in_window, 4),
         "lift_over_best_baseline": {m: _lift(category["model"][m], category[best_baseline][m])
@@ -130,14 +131,14 @@ def _progress(total: int, chunk: int, enabled: bool) -> Callable[[int], None]:
 
 def fitted_how(baselines: StoredBaselines) -> dict[str, str]:
     """How each row was fit: nothing in the evaluation is fit on the log it scores."""
-    stored = f"stored in the artifact, fit on the {baselines.fitted_on or 'training part of the log'}"
+    stored = "counts of the training part, stored"
     return {
-        "model": f"network trained on the training part; mixed with the stored signals, weights {baselines.mix} "
-                 "chosen on the validation slice",
-        "network_alone": "network trained on the training part (early stopping on the validation slice)",
+        "model": "network + mix weights " + ", ".join(f"{k} {v:g}" for k, v in baselines.mix.items() if v)
+                 + " (weights chosen on validation)",
+        "network_alone": "trained on the training part, early stopping on validation",
         "most_popular": stored, "repeat_last": "nothing to fit", "markov": stored,
         "last_then_markov": stored, "item_knn": stored,
-        f"recency_frequency(decay={baselines.decay})": "nothing fit but the decay, chosen on the validation slice",
+        f"recency_frequency(decay={baselines.decay})": "decay chosen on validation",
     }
 
 
@@ -180,7 +181,8 @@ def write_report(metrics: dict[str, Any], out: Path) -> None:
     lines = [f"# Evaluation of model {metrics['model_version']}", "",
              f"Logs: {', '.join(metrics['logs'])}; split: {metrics['split']}; {metrics['targets']} predicted "
              f"events of {metrics['users']} users. Every baseline was fit when the model was trained, on its "
-             "training part only, and read back from the artifact: nothing below is fit on the scored events.",
+             "training part only, and read back from the artifact: nothing below is fit on the scored events "
+             f"(stored baselines: {metrics['fitted_on']}).",
              "", "## Next category", "",
              f"Brackets: {level} bootstrap intervals over users ({ci['resamples']} resamples).", "",
              "| method | HR@1 | HR@5 | HR@10 | MRR@10 | fit |", "|---|---|---|---|---|---|"]

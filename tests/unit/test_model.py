@@ -194,7 +194,7 @@ def test_evaluate_never_fits_a_baseline_on_the_events_it_scores(artifact: Path, 
     forward = StoredBaselines.load(artifact)
     assert all(forward.markov_chain(w)[0] == CYCLE[(CYCLE.index(w[-1]) + 1) % 10] for w in windows)
     assert (artifact / "baselines.json").read_bytes() == stored  # evaluate read it, never rewrote it
-    assert "fit on the training part" in (tmp_path / "report" / "report.md").read_text()
+    assert "stored baselines: training part of the log" in (tmp_path / "report" / "report.md").read_text()
 
 
 def own_cycles_log(path: Path, users: int = 200, events: int = 24, period: int = 4) -> Path:
