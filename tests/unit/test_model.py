@@ -222,3 +222,16 @@ def test_the_model_points_at_categories_outside_the_vocabulary_where_markov_and_
     assert category["model"]["hr@1"] > 0.8, category["model"]
     assert category["model"]["mrr@10"] > max(category["markov"]["mrr@10"], category["repeat_last"]["mrr@10"],
                                              category[metrics["best_category_baseline"]]["mrr@10"]) + 0.2
+
+
+def test_network_ranks_count_vocabulary_and_out_of_vocabulary_competitors() -> None:
+    from model.train import network_ranks
+
+    outputs = {"gate": np.array([[0.5], [0.5]]),
+               "category_gen": np.array([[0, 0.1, 0.5, 0.3, 0.1], [0, 0.9, 0.1, 0, 0]]),
+               "attention": np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])}
+    x = {"category": np.array([[4, 1, 1], [2, 1, 1]]), "raw_code": np.array([[7, 8, 8], [5, 9, 6]]),
+         "target": np.array([3, 1]), "copy_match": np.array([[0, 0, 0], [0, 1, 0]], dtype=np.float32)}
+    # row 0: scores 2: .25, 3: .15 (the truth), 4: .05 + .1 copied, OOV code 8: .15 + .25 -> 2 and 8 beat it
+    # row 1: the truth is OOV code 9 with .15 copied; 2: .05 + .3 beats it, code 6 (.05) does not
+    assert network_ranks(outputs, x).tolist() == [3, 2]
