@@ -228,10 +228,10 @@ def test_network_ranks_count_vocabulary_and_out_of_vocabulary_competitors() -> N
     from model.train import network_ranks
 
     outputs = {"gate": np.array([[0.5], [0.5]]),
-               "category_gen": np.array([[0, 0.1, 0.5, 0.3, 0.1], [0, 0.9, 0.1, 0, 0]]),
+               "category_gen": np.array([[0, 0.12, 0.5, 0.3, 0.08], [0, 0.9, 0.1, 0, 0]]),
                "attention": np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])}
     x = {"category": np.array([[4, 1, 1], [2, 1, 1]]), "raw_code": np.array([[7, 8, 8], [5, 9, 6]]),
          "target": np.array([3, 1]), "copy_match": np.array([[0, 0, 0], [0, 1, 0]], dtype=np.float32)}
-    # row 0: scores 2: .25, 3: .15 (the truth), 4: .05 + .1 copied, OOV code 8: .15 + .25 -> 2 and 8 beat it
+    # row 0: scores 2: .25, 3: .15 (the truth), 4: .04 + .1 copied, OOV code 8: .15 + .25 -> 2 and 8 beat it
     # row 1: the truth is OOV code 9 with .15 copied; 2: .05 + .3 beats it, code 6 (.05) does not
     assert network_ranks(outputs, x).tolist() == [3, 2]
