@@ -10,7 +10,7 @@ co-occurrence neighbours of the newest ones) gets five scores, each a distributi
 - ``last``: 1 for the newest category.
 
 The ranking score is ``sum_i w_i * score_i`` with weights (summing to 1) chosen on the validation slice at
-training time and stored in ``baselines.json``. With all weight on one signal the mix ranks like that
+training time (the best HR@1 + HR@5 + MRR@10) and stored in ``baselines.json``. With all weight on one signal the mix ranks like that
 baseline (or the network alone), so the validation slice picks a mix that is at least as good as each of them.
 """
 from __future__ import annotations
@@ -95,7 +95,7 @@ class MixTuner:
 
     def objective(self, weights: dict[str, float]) -> float:
         m = ranking_metrics(self.ranks(weights))
-        return m["hr@5"] + m["mrr@10"]
+        return m["hr@1"] + m["hr@5"] + m["mrr@10"]
 
     def tune(self, passes: int = 3) -> dict[str, float]:
         """Coordinate ascent over GRID from the network alone and from each single signal; the best wins."""
