@@ -48,6 +48,8 @@ class StoredBaselines:
     fitted_on: str = ""
     mix: dict[str, float] = dataclasses.field(default_factory=dict)  # weights of model.mix, tuned in training
     validation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # factors of the next-event-type decision argmax(p * w), chosen on validation (model.metrics.tune_class_weights)
+    event_type_weights: list[float] = dataclasses.field(default_factory=list)
 
     @classmethod
     def fit(cls, log: EventLog, fit_mask: np.ndarray, k: int = 20, fitted_on: str = "") -> StoredBaselines:
@@ -155,6 +157,7 @@ class StoredBaselines:
 
         return {"format": BASELINES_FORMAT, "k": self.k, "decay": self.decay, "fitted_on": self.fitted_on,
                 "popular": pairs(self.popular), "mix": self.mix, "validation": self.validation,
+                "event_type_weights": self.event_type_weights,
                 "markov": {c: pairs(v) for c, v in sorted(self.markov.items())},
                 "neighbours": {c: pairs(v) for c, v in sorted(self.neighbours.items())}}
 
@@ -169,7 +172,8 @@ class StoredBaselines:
         return cls(popular=pairs(data["popular"]), markov={c: pairs(v) for c, v in data["markov"].items()},
                    neighbours={c: pairs(v) for c, v in data["neighbours"].items()}, decay=float(data["decay"]),
                    k=int(data["k"]), fitted_on=str(data.get("fitted_on", "")), mix=dict(data.get("mix") or {}),
-                   validation=dict(data.get("validation") or {}))
+                   validation=dict(data.get("validation") or {}),
+                   event_type_weights=[float(w) for w in data.get("event_type_weights") or []])
 
     def save(self, folder: Path) -> Path:
         path = folder / BASELINES

@@ -15,7 +15,7 @@ from model.baselines import StoredBaselines
 from model.data import EventLog, TimeSplit, load_events, skipped_summary, target_positions
 from model.examples import LogColumns
 from model.features import FeatureSpec, window_index
-from model.metrics import ranking_metrics, ranks
+from model.metrics import ranking_metrics, ranks, tune_class_weights
 from model.mix import MixTuner
 from model.tf_quiet import import_tensorflow
 from model.config import NetworkConfig, TrainConfig
@@ -237,12 +237,16 @@ def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets
     baselines.tune_decay(windows, truth)
     predictor = Predictor(out, batch_sizes=(512,), lengths=(window_length,), jit_compile=False, warm=False)
     network_top: list[list[tuple[str, float]]] = []
+    type_probs = []
     for lo in range(0, len(targets), 2048):
         batch = [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
                  for a, b in zip(starts[lo: lo + 2048], targets[lo: lo + 2048])]
         prediction = predictor.predict(batch)
         assert prediction.network_top is not None
         network_top.extend(prediction.network_top)
+        type_probs.append(prediction.event_type_probs)
+    baselines.event_type_weights = tune_class_weights(
+        np.concatenate(type_probs), log.event_types[targets].astype(np.int64), EVENT_TYPES).round(3).tolist()
     tuner = MixTuner(baselines, windows, network_top, truth)
     baselines.mix = tuner.tune()
     rows = {"model": ranking_metrics(tuner.ranks(baselines.mix)),
@@ -251,6 +255,7 @@ def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets
         rows[name] = ranking_metrics(ranks([method(w) for w in windows], truth))
     best = max((n for n in rows if n not in ("model", "network_alone")), key=lambda n: rows[n]["mrr@10"])
     return {"targets": len(targets), "mix": baselines.mix, "decay": baselines.decay, "best_baseline": best,
+            "event_type_weights": baselines.event_type_weights,
             "next_category": {n: {k: round(v, 4) for k, v in m.items()} for n, m in rows.items()}}
 
 

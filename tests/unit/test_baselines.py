@@ -97,3 +97,36 @@ def test_tensorflow_imports_without_start_up_noise(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "tf.Tensor(3" in done.stdout
     assert done.stderr == "", done.stderr
+
+
+def test_class_factors_let_a_rare_class_be_predicted_when_that_raises_macro_f1() -> None:
+    from model.metrics import tune_class_weights
+
+    # class 2 is always less likely than class 1 by the probabilities, but it is the truth where p2 >= 0.3
+    probs = np.array([[0, 0.8, 0.2]] * 6 + [[0, 0.6, 0.4]] * 4)
+    truth = np.array([1] * 6 + [2] * 4)
+    w = tune_class_weights(probs, truth, ["unknown", "view", "cart"])
+    assert (probs * w).argmax(axis=1).tolist() == truth.tolist()
+    assert w[0] == 1.0  # a class that never occurs keeps its factor
+
+
+def test_a_time_range_with_a_gap_is_split_by_event_times() -> None:
+    from model.data import TimeSplit
+
+    # 100 events in the first 100 s, 5 events 10^6 s later: by time range the validation slice is empty
+    log = tiny_log([("u", f"c{i}", i) for i in range(100)] + [("u", "c", 1_000_000 + i) for i in range(5)])
+    split = TimeSplit.by_fraction(log, test=0.2, val=0.1)
+    assert split.by == "event times"
+    assert int(np.sum(log.times_ms >= split.test_start_ms)) == 21  # the last fifth of the 105 events
+    even = tiny_log([("u", f"c{i}", i) for i in range(100)])
+    assert TimeSplit.by_fraction(even).by == "time range"
+
+
+def test_train_warns_in_one_line_when_the_model_does_not_beat_the_best_baseline() -> None:
+    from model.cli import beats_baselines_warning
+
+    rows = {"model": {"hr@1": 0.3, "hr@5": 0.5, "mrr@10": 0.4}, "markov": {"hr@1": 0.3, "hr@5": 0.55, "mrr@10": 0.4}}
+    warning = beats_baselines_warning({"next_category": rows, "best_baseline": "markov"})
+    assert warning is not None and "\n" not in warning and "does not beat markov" in warning
+    rows["model"] = {"hr@1": 0.3, "hr@5": 0.6, "mrr@10": 0.45}
+    assert beats_baselines_warning({"next_category": rows, "best_baseline": "markov"}) is None
