@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,12 +57,21 @@ def weight_vector(weights: dict[str, float]) -> np.ndarray:
 
 def rank(baselines: StoredBaselines, window: Sequence[str], network_top: Sequence[tuple[str, float]],
          k: int, weights: dict[str, float] | None = None) -> list[tuple[str, float]]:
-    """The ``k`` best candidates by the mixed score (ties: the earlier candidate first)."""
-    w = weight_vector(baselines.mix if weights is None else weights)
-    candidates, table = candidate_scores(baselines, window, network_top)
-    score = table @ w
-    order = np.argsort(-score, kind="stable")[:k]
-    best = [(candidates[i], float(score[i])) for i in order]
+    """The ``k`` best candidates by the mixed score (ties: the earlier candidate first, as in MixTuner).
+
+    Plain dictionaries rather than :func:`candidate_scores`' table (the predictor calls this once per window),
+    filled in the same candidate order, so that ties fall as they did when the weights were chosen.
+    """
+    w = weight_vector(baselines.mix if weights is None else weights).tolist()
+    last = window[-1]
+    signals: list[Any] = [network_top, baselines.markov.get(last, ()),
+                          _normalised(baselines.knn_scores(window)).items(),
+                          _normalised(baselines.recency_scores(window, baselines.decay)).items(), ((last, 1.0),)]
+    score: dict[str, float] = {}
+    for weight, signal in zip(w, signals):
+        for c, v in signal:
+            score[c] = score.get(c, 0.0) + weight * v
+    best = sorted(score.items(), key=lambda kv: -kv[1])[:k]  # stable: insertion order breaks ties
     if len(best) < k:
         taken = {c for c, _ in best}
         best += [(c, 0.0) for c, _ in baselines.popular if c not in taken][: k - len(best)]
