@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,7 +34,11 @@ DEFAULTS = TrainConfig()
             default=DEFAULTS.dropout, show_default=True, help="Dropout on the LSTM inputs and its final state.")
 @env_option("--epochs", env="CLICKSTREAM_EPOCHS", type=int,
             default=DEFAULTS.epochs, show_default=True,
-            help="Most epochs; early stopping on the validation loss usually ends sooner.")
+            help="Most epochs (0: from the data size, 12 to 60); early stopping on the validation loss usually "
+                 "ends sooner.")
+@env_option("--max-fit-seconds", env="CLICKSTREAM_MAX_FIT_SECONDS", type=float,
+            default=DEFAULTS.max_fit_seconds, show_default=True,
+            help="Time budget of the fitting loop: no epoch starts that would end after it (0: no limit).")
 @env_option("--batch-size", env="CLICKSTREAM_TRAIN_BATCH_SIZE", type=int,
             default=DEFAULTS.batch_size, show_default=True, help="Training batch size.")
 @env_option("--test-fraction", env="CLICKSTREAM_TEST_FRACTION", type=float,
@@ -49,20 +54,47 @@ DEFAULTS = TrainConfig()
             help="Also write TensorBoard logs to OUT/tensorboard.")
 def train(logs: tuple[str, ...], fmt: str, mapping: str | None, out: str,
           window_length: int, units: int, layers: int, recurrent_steps: int, dropout: float, epochs: int,
-          batch_size: int, test_fraction: float, val_fraction: float, seed: int, tensorboard: bool) -> None:
+          max_fit_seconds: float, batch_size: int, test_fraction: float, val_fraction: float, seed: int,
+          tensorboard: bool) -> None:
     """Train the next-intent LSTM on LOGS (time split: train on the earlier part) and write an artifact."""
     from model.train import train as run
 
     config = TrainConfig(window_length=window_length, lstm_units=units, lstm_layers=layers,
                          recurrent_steps=recurrent_steps, dropout=dropout,
-                         epochs=epochs, batch_size=batch_size, test_fraction=test_fraction,
-                         val_fraction=val_fraction, seed=seed)
+                         epochs=epochs, max_fit_seconds=max_fit_seconds, batch_size=batch_size,
+                         test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
     manifest = run(logs, fmt, out, config, mapping=mapping, tensorboard=tensorboard,
                    verbose="auto" if sys.stderr.isatty() else 2)
     t = manifest["training"]
-    click.echo(f"model {manifest['version']} written to {out}: {t['train_examples']} training examples, "
-               f"{t['epochs_run']} epochs (best {t['best_epoch']}), {t['seconds']}s; "
-               f"{len(manifest['features']['categories'])} categories in the vocabulary")
+    click.echo(f"model {manifest['version']} written to {out}: {t['train_examples']} training examples "
+               f"({t['events']} events kept; {t['skipped']}), {t['epochs_run']} epochs (best {t['best_epoch']}), "
+               f"{t['seconds']}s; {len(manifest['features']['categories'])} categories in the vocabulary")
+    click.echo(validation_table(manifest["validation"]))
+    warning = beats_baselines_warning(manifest["validation"])
+    if warning:
+        click.echo(warning, err=True)
+
+
+def validation_table(validation: dict[str, Any]) -> str:
+    """The validation slice's next-category comparison, as training prints it."""
+    rows = validation["next_category"]
+    lines = [f"validation ({validation['targets']} events; mix weights {validation['mix']}):",
+             f"  {'method':<34} {'HR@1':>7} {'HR@5':>7} {'MRR@10':>7}"]
+    for name, m in rows.items():
+        mark = " <- best baseline" if name == validation["best_baseline"] else ""
+        lines.append(f"  {name:<34} {m['hr@1']:7.4f} {m['hr@5']:7.4f} {m['mrr@10']:7.4f}{mark}")
+    return "\n".join(lines)
+
+
+def beats_baselines_warning(validation: dict[str, Any]) -> str | None:
+    """One line when the model does not beat the best baseline on the validation slice."""
+    rows = validation["next_category"]
+    ours, best = rows["model"], rows[validation["best_baseline"]]
+    if ours["hr@5"] > best["hr@5"] and ours["mrr@10"] > best["mrr@10"]:
+        return None
+    return (f"warning: on the validation slice the model does not beat {validation['best_baseline']} "
+            f"(HR@5 {ours['hr@5']:.4f} vs {best['hr@5']:.4f}, MRR@10 {ours['mrr@10']:.4f} vs "
+            f"{best['mrr@10']:.4f})")
 
 
 @click.command()
@@ -77,7 +109,7 @@ def train(logs: tuple[str, ...], fmt: str, mapping: str | None, out: str,
             help="Folder for report.md, metrics.json and comparison.png (default: MODEL/evaluation).")
 @env_option("--max-events", env="CLICKSTREAM_MAX_EVENTS", type=int,
             help="Evaluate a random sample of this many events.")
-def evaluate(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, id_prefix: str | None,
+def evaluate(logs: tuple[str, ...], fmt: str, mapping: str | None,
              model_dir: str, split: str, out: str | None, max_events: int | None) -> None:
     """Compare the model with baselines on LOGS; print the report and write it with a chart."""
     from model.evaluate import evaluate as run

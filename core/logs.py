@@ -17,7 +17,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,6 +78,11 @@ class ColumnMapping:
                   session_id: session, price: price, event_id: id}   # the last three are optional
         event_types: {click: view, basket: cart, order: purchase}   # raw value -> click event type
         user_attributes: [segment, device]                         # columns copied as user attributes
+
+    A column may instead be a constant, ``event_type: {const: view}`` (a log of views only, without an event
+    type column), and the event time may be a day plus an offset within it, ``event_time: {day: eventdate,
+    offset_ms: timeframe}`` (DIGINETICA: the session's day, ISO ``YYYY-MM-DD``, and ms since the session
+    began). ``model/mappings/`` holds documented mappings of the shared logs.
     """
 
     columns: dict[str, Any]
@@ -105,6 +110,11 @@ class ColumnMapping:
         unknown = sorted(set(raw["columns"]) - set(cls.REQUIRED) - set(cls.OPTIONAL))
         if missing or unknown:
             raise ConfigError(f"column mapping {path}: missing columns {missing}, unknown columns {unknown}")
+        for name, spec in raw["columns"].items():
+            if isinstance(spec, dict) and not (set(spec) == {"const"} or (
+                    name == "event_time" and set(spec) == {"day", "offset_ms"})):
+                raise ConfigError(f"column mapping {path}: column {name} is {spec}; a column is a name, an "
+                                  "index, {const: VALUE}, or for event_time {day: COLUMN, offset_ms: COLUMN}")
         bad_types = sorted(set(raw.get("event_types", {}).values()) - set(EVENT_TYPES))
         if bad_types:
             raise ConfigError(f"column mapping {path}: event_types maps to unknown types {bad_types}")
@@ -221,17 +231,48 @@ def _generic_rows(f: io.TextIOBase, prefix: str, m: ColumnMapping) -> Iterator[t
     cols = m.columns
 
     def get(rec: Any, key: Any) -> Any:
+        if isinstance(key, dict):
+            return key["const"]
         try:
             return rec[key]
         except (KeyError, IndexError, TypeError):
             return None
+
+    def need(rec: Any, name: str) -> Any:
+        """The value of a required column; a column the row does not have is a bad row that names it."""
+        key = cols[name]
+        if isinstance(key, dict) or (isinstance(rec, dict) and key in rec) or (
+                isinstance(rec, list) and isinstance(key, int) and -len(rec) <= key < len(rec)):
+            return get(rec, key)
+        where = f"columns are {sorted(k for k in rec if k is not None)}" if isinstance(rec, dict) else \
+            f"{len(rec)} columns" if isinstance(rec, list) else "not an object"
+        raise BadRow(f"no {name} column {key!r} ({where})")
+
+    def event_time_ms(rec: Any) -> int:
+        spec = cols["event_time"]
+        if isinstance(spec, dict) and "day" in spec:
+            day = need_key(rec, spec["day"], "event_time day")
+            offset = need_key(rec, spec["offset_ms"], "event_time offset_ms")
+            try:
+                day_ms = int(datetime.fromisoformat(str(day).strip()).replace(tzinfo=timezone.utc).timestamp()
+                             * 1000)
+                return day_ms + int(float(offset))
+            except (TypeError, ValueError, OverflowError):
+                raise BadRow(f"bad day {day!r} or offset {offset!r}") from None
+        return _parse_time_ms(need(rec, "event_time"), m.time_format)
+
+    def need_key(rec: Any, key: Any, name: str) -> Any:
+        try:
+            return rec[key]
+        except (KeyError, IndexError, TypeError):
+            raise BadRow(f"no {name} column {key!r}") from None
 
     for line_no, rec in records:
         if isinstance(rec, BadRow):
             yield line_no, rec  # type: ignore[misc]
             continue
         try:
-            raw_type = str(get(rec, cols["event_type"]) or "").strip()
+            raw_type = str(need(rec, "event_type") or "").strip()
             event_type = m.event_types.get(raw_type, raw_type)
             if event_type not in EVENT_TYPES or event_type == "unknown":
                 raise BadRow(f"unknown event type {raw_type!r}")
@@ -245,11 +286,11 @@ def _generic_rows(f: io.TextIOBase, prefix: str, m: ColumnMapping) -> Iterator[t
             attrs = {str(a): str(v) for a in m.user_attributes if (v := get(rec, a)) not in (None, "")}
             yield line_no, Click(
                 event_id=str(event_id) if event_id not in (None, "") else f"{prefix}:{line_no}",
-                user_id=_id(get(rec, cols["user_id"]), "user id"),
-                item_id=_id(get(rec, cols["item_id"]), "item id"),
-                category_id=_id(get(rec, cols["category_id"]), "category id"),
+                user_id=_id(need(rec, "user_id"), "user id"),
+                item_id=_id(need(rec, "item_id"), "item id"),
+                category_id=_id(need(rec, "category_id"), "category id"),
                 event_type=event_type,
-                event_time_ms=_parse_time_ms(get(rec, cols["event_time"]), m.time_format),
+                event_time_ms=event_time_ms(rec),
                 session_id=str(session) if session not in (None, "") else None,
                 price=price, user_attributes=attrs)
         except BadRow as exc:

@@ -12,8 +12,10 @@ from model.config import NetworkConfig
 from model.features import FeatureSpec
 
 WEIGHTS = "model.keras"
+BASELINES = "baselines.json"  # model.baselines.StoredBaselines, written by training, read by evaluate and serving
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # 2: event type and purchase heads read a window summary
+FORMAT_VERSION = 3  # 2: event type and purchase heads read a window summary; 3: baselines.json (stored
+# baselines and the weights of the final mix, model.mix)
 
 
 def weights_digest(path: Path) -> str:
@@ -49,5 +51,10 @@ def read_manifest(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelError(f"{weights} is missing")
     if manifest.get("weights_sha256") and weights_digest(weights) != manifest["weights_sha256"]:
         raise ModelError(f"{weights} does not match its manifest (sha256 differs): the artifact is corrupt")
+    baselines = root / BASELINES
+    if not baselines.is_file():
+        raise ModelError(f"{baselines} is missing")
+    if manifest.get("baselines_sha256") and weights_digest(baselines) != manifest["baselines_sha256"]:
+        raise ModelError(f"{baselines} does not match its manifest (sha256 differs): the artifact is corrupt")
     assert isinstance(version, str)
     return manifest

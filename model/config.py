@@ -51,9 +51,11 @@ class TrainConfig:
     min_category_count: int = 2
     test_fraction: float = 0.2
     val_fraction: float = 0.1
-    epochs: int = 12
-    patience: int = 2
+    epochs: int = 0  # 0: chosen from the data size (model.train.auto_epochs); early stopping ends most runs
+    patience: int = 3
+    max_fit_seconds: float = 180.0  # no epoch starts that would end later than this (0: no limit)
     batch_size: int = 512
     learning_rate: float = 3e-3
     max_val_examples: int = 20_000
+    max_tune_examples: int = 5_000  # validation targets that choose the recency decay and the mix weights
     seed: int = 0

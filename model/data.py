@@ -106,13 +106,27 @@ class TimeSplit:
 
     val_start_ms: int
     test_start_ms: int
+    by: str = "time range"  # or "event times": how the cut points were chosen
 
     @classmethod
     def by_fraction(cls, log: EventLog, test: float = 0.2, val: float = 0.1) -> TimeSplit:
-        """Last ``test`` of the time range is test, the ``val`` before it validation."""
+        """Last ``test`` of the time range is test, the ``val`` before it validation.
+
+        A log whose time range has a gap (REES46's sample: hours of October 1, then minutes of November 1)
+        can leave a slice nearly empty; when a slice holds under a tenth of its share of the events, the cut
+        points are quantiles of the event times instead (the last ``test`` of the events is test). Either
+        way everything in the test slice is later than everything the model was trained on.
+        """
         lo, hi = int(log.times_ms.min()), int(log.times_ms.max())
         span = hi - lo
-        return cls(val_start_ms=int(hi - span * (test + val)), test_start_ms=int(hi - span * test))
+        split = cls(val_start_ms=int(hi - span * (test + val)), test_start_ms=int(hi - span * test))
+        n = len(log)
+        n_test = int(np.sum(log.times_ms >= split.test_start_ms))
+        n_val = int(np.sum((log.times_ms >= split.val_start_ms) & (log.times_ms < split.test_start_ms)))
+        if n_test >= 0.1 * test * n and n_val >= 0.1 * val * n:
+            return split
+        q_val, q_test = np.quantile(log.times_ms, [1.0 - test - val, 1.0 - test], method="higher")
+        return cls(val_start_ms=int(q_val), test_start_ms=int(q_test), by="event times")
 
 
 def target_positions(log: EventLog, start_ms: int | None, end_ms: int | None) -> np.ndarray:
@@ -173,5 +187,19 @@ def load_events(paths: Sequence[str | Path], fmt: str, mapping: str | None = Non
 
     log = clean_events(clicks())
     if len(log) == 0:
-        raise InputError("the logs hold no usable events")
+        why = "; ".join(r.summary() for r in reports)
+        dropped = {k: v for k, v in log.cleaning.items() if k not in ("read", "kept") and v}
+        raise InputError(f"the logs hold no usable events ({why}"
+                         + (f"; cleaning dropped {dropped}" if dropped else "") + ")")
     return log, reports
+
+
+def skipped_summary(log: EventLog, reports: Sequence[ReadReport]) -> str:
+    """One phrase: rows the readers skipped and events the cleaning dropped, by reason."""
+    bad = sum(r.bad for r in reports)
+    parts = [f"{bad} bad rows skipped"] if bad else []
+    for key, label in (("duplicates", "duplicates"), ("unknown_type", "of unknown type"),
+                       ("outlying_time", "with outlying times")):
+        if log.cleaning.get(key):
+            parts.append(f"{log.cleaning[key]} {label} dropped")
+    return ", ".join(parts) if parts else "no rows skipped"

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,32 +13,17 @@ import numpy as np
 from core.errors import InputError
 from core.events import EVENT_TYPES
 from model.artifact import read_manifest
-from model.baselines import CategoryBaselines, recent_cart_score
-from model.data import (
-    TimeSplit,
-    load_events,
-    purchase_labels,
-    target_positions,
-    user_start_of,
-)
-from model.metrics import (
-    classification_metrics,
-    pr_auc,
-    ranking_metrics,
-    ranks,
-    roc_auc,
-)
-
-DECAYS = (0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
+from model.baselines import StoredBaselines, recent_cart_score
+from model.data import TimeSplit, load_events, purchase_labels, target_positions, user_start_of
+from model.metrics import classification_metrics, pr_auc, ranking_metrics, ranks, roc_auc
 
 
 def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, mapping: str | None = None,
              split: Literal["time", "none"] = "time", out: str | Path | None = None,
-             progress: bool = True, max_targets: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Metrics of the model and the baselines on the test events of the log (see the module docstring)."""
+             progress: bool = True, max_targets: int | None = None, seed: int = 0,
+             resamples: int = 200) -> dict[str, Any]:
+    """Metrics of the model and the stored baselines on the test events of the log (see the module docstring)."""
     manifest = read_manifest(model_dir)  # a missing artifact fails here, before TensorFlow loads
-    from tqdm import tqdm
-
     from model.predictor import Predictor
     from model.window import Window
 
@@ -49,12 +35,8 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
         cut = manifest["training"]["split"]
         s = TimeSplit.by_fraction(log, test=cut["test_fraction"], val=cut["val_fraction"])
         targets = target_positions(log, s.test_start_ms, None)
-        fit_mask = log.times_ms < s.test_start_ms
-        tune = target_positions(log, s.val_start_ms, s.test_start_ms)
-    else:  # every event of a log the model never saw, predicted from the events before it
+    else:  # every event of a log, predicted from the events before it
         targets = target_positions(log, None, None)
-        fit_mask = np.ones(len(log), dtype=bool)  # baselines see the whole log: favours them, never us
-        tune = targets
     if len(targets) == 0:
         raise InputError("no events to evaluate (a target needs an earlier event of the same user)")
     if max_targets and len(targets) > max_targets:
@@ -65,52 +47,63 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     truth_type = log.event_types[targets].astype(np.int64)
     buy = purchase_labels(log, horizon)[targets]
 
-    predictor = Predictor(model_dir)
+    if progress:
+        print("evaluate: loading the model", file=sys.stderr, flush=True)
+    # one batch size and the length buckets: fewer shapes to compile than the worker's default set
+    predictor = Predictor(model_dir, batch_sizes=(512,), lengths=(8, 16, 32))
+    baselines = predictor.baselines  # fit at training time on the training part only: nothing here is fit
     model_top: list[list[str]] = []
+    network_top: list[list[str]] = []
     model_types, model_buy = [], []
     chunk = 2048
-    for lo in tqdm(range(0, len(targets), chunk), desc="model", unit=" batches", disable=not progress or None):
+    report_progress = _progress(len(targets), chunk, progress)
+    for lo in range(0, len(targets), chunk):
         windows = [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
                    for a, b in zip(starts[lo: lo + chunk], targets[lo: lo + chunk])]
         p = predictor.predict(windows)
         model_top.extend([c for c, _ in row] for row in p.top_categories)
+        network_top.extend([c for c, _ in row][:10] for row in p.network_top or [])
         model_types.append(p.event_type_probs)
         model_buy.append(p.purchase_probability)
+        report_progress(lo + len(windows))
     type_probs = np.concatenate(model_types)
     buy_scores = np.concatenate(model_buy)
 
-    baselines = CategoryBaselines(log, fit_mask)
-    baselines.decay = _best_decay(baselines, log, tune, user_start, n_window)
     windows_cats = [log.category_ids[a:b].tolist() for a, b in zip(starts, targets)]
-    methods: dict[str, Any] = {
-        "lstm": model_top,
-        "most_popular": [baselines.most_popular(w) for w in windows_cats],
-        "repeat_last": [baselines.repeat_last(w) for w in windows_cats],
-        "markov": [baselines.markov_chain(w) for w in windows_cats],
-        f"recency_frequency(decay={baselines.decay})": [baselines.recency_frequency(w) for w in windows_cats],
-    }
-    category = {name: ranking_metrics(ranks(top, truth_cat)) for name, top in methods.items()}
+    methods: dict[str, Any] = {"model": model_top, "network_alone": network_top}
+    for name, method in baselines.methods().items():
+        methods[name] = [method(w) for w in windows_cats]
+    rank_of = {name: ranks(top, truth_cat) for name, top in methods.items()}
+    category = {name: ranking_metrics(r) for name, r in rank_of.items()}
+    best_baseline = max((n for n in category if n not in OURS), key=lambda n: category[n]["mrr@10"])
+    users = np.unique(log.user_ids[targets], return_inverse=True)[1]
+    intervals = bootstrap(rank_of, users, best_baseline, resamples=resamples, seed=seed)
     # no method that ranks the user's own window categories can hit more often than this
     in_window = float(np.mean([t in set(w) for t, w in zip(truth_cat, windows_cats)]))
-    majority = int(np.bincount(log.event_types[fit_mask], minlength=len(EVENT_TYPES)).argmax())
+    type_prior = np.asarray(manifest["prior"]["event_types"])
+    majority = int(type_prior.argmax())  # from the training targets, stored in the manifest
+    decision = np.asarray(baselines.event_type_weights or np.ones(type_probs.shape[1]))
     event_type = {
-        "lstm": classification_metrics(truth_type, type_probs.argmax(axis=1), EVENT_TYPES),
+        "model": classification_metrics(truth_type, (type_probs * decision).argmax(axis=1), EVENT_TYPES),
+        "model_argmax": classification_metrics(truth_type, type_probs.argmax(axis=1), EVENT_TYPES),
         f"majority({EVENT_TYPES[majority]})": classification_metrics(
             truth_type, np.full_like(truth_type, majority), EVENT_TYPES),
     }
     cart_scores = np.array([recent_cart_score(log.event_types[a:b]) for a, b in zip(starts, targets)])
     purchase = {
-        "lstm": {"roc_auc": roc_auc(buy, buy_scores), "pr_auc": pr_auc(buy, buy_scores)},
+        "model": {"roc_auc": roc_auc(buy, buy_scores), "pr_auc": pr_auc(buy, buy_scores)},
         "recent_cart": {"roc_auc": roc_auc(buy, cart_scores), "pr_auc": pr_auc(buy, cart_scores)},
         "base_rate": float(buy.mean()),
     }
-    best_baseline = max((n for n in category if n != "lstm"), key=lambda n: category[n]["mrr@10"])
     metrics = {
         "model_version": manifest["version"], "logs": [str(p) for p in paths], "split": split,
-        "targets": int(len(targets)), "users": int(len(np.unique(log.user_ids[targets]))),
-        "next_category": category, "next_event_type": event_type, "purchase": purchase,
+        "targets": int(len(targets)), "users": int(users.max() + 1),
+        "next_category": category, "intervals": intervals, "fitted": fitted_how(baselines),
+        "fitted_on": baselines.fitted_on,
+        "mix": baselines.mix, "next_event_type": event_type, "event_type_weights": decision.round(3).tolist(),
+        "purchase": purchase,
         "best_category_baseline": best_baseline, "targets_in_window": round(in_window, 4),
-        "lift_over_best_baseline": {m: _lift(category["lstm"][m], category[best_baseline][m])
+        "lift_over_best_baseline": {m: _lift(category["model"][m], category[best_baseline][m])
                                     for m in ("hr@1", "hr@5", "hr@10", "mrr@10")},
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -119,40 +112,99 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     return metrics
 
 
+OURS = ("model", "network_alone")
+CI_METRICS = ("hr@1", "hr@5", "mrr@10")
+
+
+def _progress(total: int, chunk: int, enabled: bool) -> Callable[[int], None]:
+    """A tqdm bar on a terminal; otherwise one line per chunk on stderr, so a log or a CI job sees progress."""
+    if not enabled:
+        return lambda done: None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="model", unit=" events")
+        return lambda done: (bar.update(done - bar.n), bar.close() if done >= total else None)  # type: ignore
+    started = time.perf_counter()
+
+    def line(done: int) -> None:
+        print(f"evaluate: {done}/{total} events predicted ({time.perf_counter() - started:.0f}s)",
+              file=sys.stderr, flush=True)
+    return line
+
+
+def fitted_how(baselines: StoredBaselines) -> dict[str, str]:
+    """How each row was fit: nothing in the evaluation is fit on the log it scores."""
+    stored = "counts of the training part, stored"
+    return {
+        "model": "network + mix weights " + ", ".join(f"{k} {v:g}" for k, v in baselines.mix.items() if v)
+                 + " (weights chosen on validation)",
+        "network_alone": "trained on the training part, early stopping on validation",
+        "most_popular": stored, "repeat_last": "nothing to fit", "markov": stored,
+        "last_then_markov": stored, "item_knn": stored,
+        f"recency_frequency(decay={baselines.decay})": "decay chosen on validation",
+    }
+
+
+def bootstrap(rank_of: dict[str, np.ndarray], users: np.ndarray, best_baseline: str, resamples: int = 200,
+              seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Percentile intervals over users (resampled with replacement) of HR@1/HR@5/MRR@10 of every method and
+    of the model's relative lift over the best baseline, which is chosen once on the full test set."""
+    rng = np.random.default_rng(seed)
+    n_users = int(users.max()) + 1
+    counts = rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=resamples).astype(np.float64)
+    per_user_n = counts @ np.bincount(users, minlength=n_users)
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+
+    def per_user(r: np.ndarray, metric: str) -> np.ndarray:
+        value = {"hr@1": (r == 1), "hr@5": (r > 0) & (r <= 5),
+                 "mrr@10": np.where((r > 0) & (r <= 10), 1.0 / np.maximum(r, 1), 0.0)}[metric]
+        return counts @ np.bincount(users, weights=value.astype(np.float64), minlength=n_users)
+
+    out: dict[str, Any] = {"resamples": resamples, "level": level, "methods": {}, "lift": {}}
+    for name, r in rank_of.items():
+        out["methods"][name] = {m: [round(float(np.percentile(per_user(r, m) / per_user_n, q)), 4)
+                                    for q in (lo_q, hi_q)] for m in CI_METRICS}
+    for m in CI_METRICS:
+        base = per_user(rank_of[best_baseline], m)
+        lift = per_user(rank_of["model"], m) / np.maximum(base, 1e-12) - 1.0
+        out["lift"][m] = [round(float(np.percentile(lift, q)), 4) for q in (lo_q, hi_q)]
+    return out
+
+
 def _lift(ours: float, theirs: float) -> float:
     return round(ours / theirs - 1.0, 4) if theirs > 0 else float("nan")
-
-
-def _best_decay(baselines: CategoryBaselines, log: Any, tune: np.ndarray, user_start: np.ndarray,
-                n_window: int, sample: int = 5000) -> float:
-    """The recency decay that serves the baseline best on the tuning events (validation, when there is one)."""
-    if len(tune) == 0:
-        return baselines.decay
-    tune = tune[:: max(1, len(tune) // sample)]
-    starts = np.maximum(user_start[tune], tune - n_window)
-    windows = [log.category_ids[a:b].tolist() for a, b in zip(starts, tune)]
-    truth = log.category_ids[tune].tolist()
-    scored = {d: ranking_metrics(ranks([baselines.recency_frequency(w, d) for w in windows], truth))["mrr@10"]
-              for d in DECAYS}
-    return max(scored, key=scored.__getitem__)
 
 
 def write_report(metrics: dict[str, Any], out: Path) -> None:
     """metrics.json, report.md and comparison.png in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    ci = metrics["intervals"]
+    level = f"{ci['level']:.0%}"
     lines = [f"# Evaluation of model {metrics['model_version']}", "",
              f"Logs: {', '.join(metrics['logs'])}; split: {metrics['split']}; {metrics['targets']} predicted "
-             f"events of {metrics['users']} users.", "", "## Next category", "",
-             "| method | HR@1 | HR@5 | HR@10 | MRR@10 |", "|---|---|---|---|---|"]
+             f"events of {metrics['users']} users. Every baseline was fit when the model was trained, on its "
+             "training part only, and read back from the artifact: nothing below is fit on the scored events "
+             f"(stored baselines: {metrics['fitted_on']}).",
+             "", "## Next category", "",
+             f"Brackets: {level} bootstrap intervals over users ({ci['resamples']} resamples).", "",
+             "| method | HR@1 | HR@5 | HR@10 | MRR@10 | fit |", "|---|---|---|---|---|---|"]
     for name, m in metrics["next_category"].items():
-        lines.append(f"| {name} | {m['hr@1']:.4f} | {m['hr@5']:.4f} | {m['hr@10']:.4f} | {m['mrr@10']:.4f} |")
+        c = ci["methods"][name]
+        lines.append(f"| {name} | {m['hr@1']:.4f} [{c['hr@1'][0]:.3f}, {c['hr@1'][1]:.3f}] "
+                     f"| {m['hr@5']:.4f} [{c['hr@5'][0]:.3f}, {c['hr@5'][1]:.3f}] | {m['hr@10']:.4f} "
+                     f"| {m['mrr@10']:.4f} [{c['mrr@10'][0]:.3f}, {c['mrr@10'][1]:.3f}] "
+                     f"| {metrics['fitted'].get(name, '')} |")
     lift = metrics["lift_over_best_baseline"]
-    lines += ["", f"Lift of the LSTM over the best baseline ({metrics['best_category_baseline']}): "
-              + ", ".join(f"{k} {v:+.1%}" for k, v in lift.items()), "",
+    lines += ["", f"Lift of the model over the best baseline ({metrics['best_category_baseline']}): "
+              + ", ".join(f"{k} {v:+.1%}" + (f" [{ci['lift'][k][0]:+.1%}, {ci['lift'][k][1]:+.1%}]"
+                                            if k in ci["lift"] else "") for k, v in lift.items()), "",
               f"The true next category is in the user's window for {metrics['targets_in_window']:.1%} of the "
               "events: the ceiling of any method that ranks the user's own recent categories.",
               "", "## Next event type", "",
+              "model: argmax of the probabilities times per-class factors chosen on the validation slice "
+              f"({metrics['event_type_weights']}); model_argmax: the plain argmax.", "",
               "| method | accuracy | macro-F1 | recall per class |", "|---|---|---|---|"]
     for name, m in metrics["next_event_type"].items():
         recall = ", ".join(f"{k} {v:.3f}" for k, v in m["recall"].items())
@@ -160,7 +212,7 @@ def write_report(metrics: dict[str, Any], out: Path) -> None:
     p = metrics["purchase"]
     lines += ["", "## Purchase propensity", "", f"Base rate {p['base_rate']:.4f}.", "",
               "| method | ROC-AUC | PR-AUC |", "|---|---|---|"]
-    for name in ("lstm", "recent_cart"):
+    for name in ("model", "recent_cart"):
         lines.append(f"| {name} | {p[name]['roc_auc']:.4f} | {p[name]['pr_auc']:.4f} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _chart(metrics, out / "comparison.png")
@@ -178,14 +230,15 @@ def _chart(metrics: dict[str, Any], path: Path) -> None:
     width = 0.2
     for j, metric in enumerate(("hr@1", "hr@5", "hr@10", "mrr@10")):
         axes[0].bar(np.arange(len(names)) + (j - 1.5) * width, [cat[n][metric] for n in names], width, label=metric)
-    axes[0].set_xticks(np.arange(len(names)), [n.split("(")[0] for n in names], rotation=15)
+    axes[0].set_xticks(np.arange(len(names)), [n.split("(")[0] for n in names], rotation=20)
     axes[0].set_title("next category")
     axes[0].legend()
     et = metrics["next_event_type"]
-    axes[1].bar([n.split("(")[0] for n in et], [et[n]["macro_f1"] for n in et], color=["C0", "C7"])
+    axes[1].bar([n.split("(")[0] for n in et], [et[n]["macro_f1"] for n in et], color=["C0", "C1", "C7"][: len(et)])
     axes[1].set_title("next event type: macro-F1")
     pur = metrics["purchase"]
-    axes[2].bar(["lstm", "recent_cart"], [pur["lstm"]["roc_auc"], pur["recent_cart"]["roc_auc"]], color=["C0", "C7"])
+    axes[2].bar(["model", "recent_cart"], [pur["model"]["roc_auc"], pur["recent_cart"]["roc_auc"]],
+                color=["C0", "C7"])
     axes[2].set_ylim(0.4, 1.0)
     axes[2].set_title("purchase: ROC-AUC")
     for ax in axes:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from model.tf_quiet import import_tensorflow
+
+import_tensorflow()  # keras loads TensorFlow: quietly, before keras does it with all its start-up noise
+
 import keras
 from keras import layers, ops
 
@@ -203,7 +207,10 @@ def build_training_model(network: keras.Model) -> keras.Model:
 
     def target_probability(args: list[Any]) -> Any:
         gen, attention, gate, tgt, match = args
+        # an out-of-vocabulary truth is only reachable by copying it from the window: the generator's OOV slot
+        # is never shown to anyone, so rewarding it would teach the gate to trust a sink instead of the pointer
         p_gen = ops.take_along_axis(gen, ops.expand_dims(tgt, -1), axis=-1)
+        p_gen = ops.where(ops.expand_dims(tgt, -1) > 1, p_gen, 0.0)
         p_copy = ops.sum(attention * match, axis=-1, keepdims=True)
         return gate * p_gen + (1.0 - gate) * p_copy
 

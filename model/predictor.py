@@ -18,15 +18,12 @@ import numpy as np
 
 from core.errors import ModelError
 from model.artifact import WEIGHTS, read_manifest
+from model.baselines import StoredBaselines
 from model.config import NetworkConfig
-from model.features import (
-    N_STEP_FEATURES,
-    OOV,
-    FeatureSpec,
-    encode_windows,
-    window_index,
-)
+from model.features import N_STEP_FEATURES, OOV, FeatureSpec, encode_windows, window_index
+from model.mix import rank as mixed_rank
 from model.network import build_network
+from model.tf_quiet import import_tensorflow
 from model.window import Window
 
 log = logging.getLogger(__name__)
@@ -51,6 +48,10 @@ class BatchPrediction:
     purchase_probability: np.ndarray  # (B,)
     window_lengths: np.ndarray  # (B,)
     event_types: tuple[str, ...]
+    network_top: list[list[tuple[str, float]]] | None = None  # the network's own ranking, before the mix
+
+
+NETWORK_CANDIDATES = 30
 
 
 def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:
@@ -63,8 +64,7 @@ class Predictor:
     def __init__(self, model_dir: str | Path, *, batch_sizes: Sequence[int] = (1, 8, 32, 128, 512),
                  lengths: Sequence[int] = (8, 16, 32), top_k: int = 10, threads: int | None = None,
                  jit_compile: bool = True, warm: bool = True) -> None:
-        import tensorflow as tf
-
+        tf = import_tensorflow()
         if threads:
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -77,7 +77,14 @@ class Predictor:
         self.config = NetworkConfig.from_json(self.manifest["network"])
         self.spec = FeatureSpec.from_json(self.manifest["features"])
         self.window_length = self.config.window_length
-        self.top_k = min(top_k, len(self.spec.categories))
+        self.top_k = top_k
+        # the network proposes more candidates than it shows: the mix with the stored baselines re-ranks them
+        self.network_k = max(1, min(max(top_k, NETWORK_CANDIDATES), len(self.spec.categories)))
+        try:
+            self.baselines = StoredBaselines.load(self.model_dir)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{self.model_dir}: stored baselines cannot be read ({type(exc).__name__}: {exc})") \
+                from None
         self.batch_sizes = tuple(sorted(set(batch_sizes)))
         self.lengths = _buckets(lengths, self.window_length)
         try:
@@ -86,7 +93,7 @@ class Predictor:
         except Exception as exc:  # Keras raises ValueError, OSError, KeyError... for a bad weights file
             raise ModelError(f"{self.model_dir / WEIGHTS} cannot be loaded ({type(exc).__name__}: {exc})") from None
         self._prior = self._prior_prediction()
-        network, k = self.network, self.top_k
+        network, k = self.network, self.network_k
 
         def serve(category: Any, event_type: Any, steps: Any) -> tuple[Any, ...]:
             out = network([category, event_type, steps], training=False)
@@ -134,6 +141,7 @@ class Predictor:
         n = len(windows)
         lengths = np.fromiter((min(len(w.categories), self.window_length) for w in windows), np.int64, n)
         top: list[list[tuple[str, float]]] = [[] for _ in range(n)]
+        network_top: list[list[tuple[str, float]]] = [[] for _ in range(n)]
         n_types = len(self.spec.event_types)
         types = np.zeros((n, n_types), dtype=np.float32)
         purchase = np.zeros(n, dtype=np.float32)
@@ -144,14 +152,18 @@ class Predictor:
             rows = np.flatnonzero((bucket_of == bucket) & (lengths > 0))
             for chunk_start in range(0, len(rows), largest):
                 chunk = rows[chunk_start: chunk_start + largest]
-                self._predict_rows([windows[i] for i in chunk], chunk, lengths[chunk], top, types, purchase)
+                self._predict_rows([windows[i] for i in chunk], chunk, lengths[chunk], network_top, types,
+                                   purchase)
+        for i in np.flatnonzero(lengths > 0):
+            window = windows[i].categories[len(windows[i].categories) - lengths[i]:]
+            top[i] = mixed_rank(self.baselines, window, network_top[i], self.top_k)
         if (lengths == 0).any():
             prior_cats, prior_types, prior_purchase = self._prior
             for i in np.flatnonzero(lengths == 0):
-                top[i] = list(prior_cats)
+                top[i] = network_top[i] = list(prior_cats)
                 types[i] = prior_types
                 purchase[i] = prior_purchase
-        return BatchPrediction(top, types, purchase, lengths, self.spec.event_types)
+        return BatchPrediction(top, types, purchase, lengths, self.spec.event_types, network_top)
 
     def _predict_rows(self, windows: list[Window], rows: np.ndarray, lengths: np.ndarray,
                       top: list[list[tuple[str, float]]], types: np.ndarray, purchase: np.ndarray) -> None:
@@ -194,5 +206,5 @@ class Predictor:
         merged = dict(best)
         for raw, p in mass.items():
             merged[raw] = merged.get(raw, 0.0) + p
-        return sorted(merged.items(), key=lambda kv: -kv[1])[: self.top_k]
+        return sorted(merged.items(), key=lambda kv: -kv[1])[: self.network_k]
 

@@ -13,11 +13,15 @@ import numpy as np
 from core.errors import InputError
 from core.events import EVENT_TYPES
 from model.artifact import FORMAT_VERSION, WEIGHTS, weights_digest, write_manifest
+from model.baselines import StoredBaselines
 from model.config import NetworkConfig, TrainConfig
-from model.data import EventLog, TimeSplit, load_events, target_positions
+from model.data import EventLog, TimeSplit, load_events, skipped_summary, target_positions
 from model.examples import LogColumns
-from model.features import FeatureSpec
+from model.features import FeatureSpec, window_index
+from model.metrics import ranking_metrics, ranks, tune_class_weights
+from model.mix import MixTuner
 from model.network import build_network, build_training_model, negative_log_likelihood
+from model.tf_quiet import import_tensorflow
 
 
 def _utc(ms: int) -> str:
@@ -47,8 +51,8 @@ def prior(log: EventLog, targets: np.ndarray, labels: np.ndarray, top: int = 100
 def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainConfig = TrainConfig(),
           mapping: str | None = None, tensorboard: bool = False, verbose: int | str = "auto") -> dict[str, Any]:
     """Train on the earlier part of the logs' time range and write the artifact to ``out``."""
+    tf = import_tensorflow()
     import keras
-    import tensorflow as tf
 
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
@@ -89,16 +93,28 @@ def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainC
                   loss_weights={"next_category": 1.0, "next_event_type": 0.5, "purchase": 0.5})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    callbacks: list[Any] = [keras.callbacks.EarlyStopping(monitor="val_next_category_loss", mode="min",
-                                                          patience=config.patience, restore_best_weights=True)]
+    # epochs are chosen by the network's MRR@10 on the validation slice: the loss of a small log keeps
+    # falling on the predictable part while the pointer is still learning, or rises while the ranking improves
+    rank_rows = np.arange(len(val_targets))[:: max(1, len(val_targets) // config.max_tune_examples)]
+    x_rank = {k: v[rank_rows] for k, v in x_val.items()}
+    rank_index = window_index(val_targets[rank_rows], columns.user_start[val_targets[rank_rows]],
+                              config.window_length)
+    x_rank["raw_code"] = np.where(rank_index >= 0, columns.raw_category_code[np.maximum(rank_index, 0)], -1)
+    callbacks: list[Any] = [
+        ValidationRanking(network, x_rank),
+        keras.callbacks.EarlyStopping(monitor=VAL_MRR, mode="max", patience=config.patience,
+                                      restore_best_weights=True)]
+    if config.max_fit_seconds:
+        callbacks.append(TimeBudget(config.max_fit_seconds))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
-    history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=config.epochs,
+    epochs = config.epochs or auto_epochs(len(train_targets))
+    history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
                         batch_size=config.batch_size, shuffle=True, callbacks=callbacks, verbose=verbose)
 
     network.save(out / WEIGHTS)
     losses = {k: [round(float(v), 5) for v in vals] for k, vals in history.history.items()}
-    best_epoch = int(np.argmin(losses["val_next_category_loss"]))
+    best_epoch = int(np.argmax(losses[VAL_MRR]))
     digest = weights_digest(out / WEIGHTS)
     now = dt.datetime.now(dt.timezone.utc)
     manifest = {
@@ -112,19 +128,137 @@ def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainC
         "training": {
             "logs": [str(p) for p in paths], "format": fmt, "data_fingerprint": log.fingerprint(),
             "read": [r.summary() for r in reports], "cleaning": log.cleaning,
+            "skipped": skipped_summary(log, reports),
             "users": log.n_users, "events": len(log),
-            "split": {"val_start_ms": split.val_start_ms, "test_start_ms": split.test_start_ms,
+            "split": {"val_start_ms": split.val_start_ms, "test_start_ms": split.test_start_ms, "by": split.by,
                       "test_fraction": config.test_fraction, "val_fraction": config.val_fraction},
             "train_examples": len(train_targets), "val_examples": len(val_targets),
-            "config": dataclasses.asdict(config), "epochs_run": len(losses["loss"]), "best_epoch": best_epoch + 1,
+            "config": dataclasses.asdict(config), "max_epochs": epochs, "epochs_run": len(losses["loss"]),
+            "best_epoch": best_epoch + 1,
             "seconds": round(time.perf_counter() - started, 1),
             "event_type_weights": event_type_weights(y_train["next_event_type"], len(EVENT_TYPES)).round(4).tolist(),
         },
         "metrics": {"history": losses, "best": {k: v[best_epoch] for k, v in losses.items()}},
     }
+    baselines = StoredBaselines.fit(
+        log, train_events, fitted_on=f"training part of the log (events before {_utc(split.val_start_ms)} UTC); "
+                                     "recency decay and mix weights chosen on the validation slice")
+    baselines.save(out)
+    write_manifest(out, manifest)  # the predictor below needs a complete artifact (mix: the network alone)
+    tune = val_targets[:: max(1, len(val_targets) // config.max_tune_examples)]
+    baselines.validation = tune_on_validation(out, log, columns.user_start, tune, baselines, config.window_length)
+    manifest["baselines_sha256"] = weights_digest(baselines.save(out))
+    manifest["validation"] = baselines.validation
+    manifest["training"]["seconds"] = round(time.perf_counter() - started, 1)
     write_manifest(out, manifest)
     plot_losses(losses, out / "loss_curve.png", manifest["version"])
     return manifest
+
+
+VAL_MRR = "val_network_mrr@10"
+
+
+def network_ranks(outputs: dict[str, np.ndarray], x: dict[str, np.ndarray]) -> np.ndarray:
+    """1-based rank of the truth in the network's own ranking (generator + pointer), 0 when not in the top 10.
+
+    The same scores as the predictor's (padding and OOV columns never shown; copy mass added to in-vocabulary
+    window categories); other out-of-vocabulary window categories are not ranked against the truth.
+    """
+    gate = outputs["gate"]
+    score = gate * outputs["category_gen"]
+    score[:, :2] = 0.0
+    copy = (1.0 - gate) * outputs["attention"]
+    category = x["category"]
+    rows = np.broadcast_to(np.arange(len(category))[:, None], category.shape)
+    np.add.at(score, (rows, category), np.where(category > 1, copy, 0.0))
+    score[:, :2] = 0.0
+    target = x["target"]
+    own = score[np.arange(len(target)), target]
+    copied_oov = np.sum(copy * x["copy_match"], axis=1)
+    truth = np.where(target > 1, own, copied_oov)
+    rank = 1 + np.sum(score > truth[:, None], axis=1)
+    codes = x["raw_code"]
+    for r in np.flatnonzero((category == 1).any(axis=1)):  # other out-of-vocabulary window categories compete
+        oov = category[r] == 1
+        mass = np.bincount(np.unique(codes[r, oov], return_inverse=True)[1], weights=copy[r, oov])
+        rank[r] += int(np.sum(mass > truth[r]))  # an OOV truth's own group has exactly its mass: not counted
+    return np.where((truth > 0) & (rank <= 10), rank, 0)
+
+
+def ValidationRanking(network: Any, x: dict[str, np.ndarray], chunk: int = 1024) -> Any:
+    """A callback that adds the network's validation MRR@10 (``VAL_MRR``) to each epoch's logs."""
+    import keras
+
+    class _ValidationRanking(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            found = []
+            for lo in range(0, len(x["target"]), chunk):
+                part = {k: v[lo: lo + chunk] for k, v in x.items()}
+                out = network.predict_on_batch([part["category"], part["event_type"], part["steps"]])
+                found.append(network_ranks({k: np.asarray(v) for k, v in out.items()}, part))
+            rank = np.concatenate(found)
+            if logs is not None:
+                logs[VAL_MRR] = float(np.mean(np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0)))
+
+    return _ValidationRanking()
+
+
+def TimeBudget(seconds: float) -> Any:
+    """A callback that ends training when another epoch would not finish within ``seconds`` of fitting."""
+    import keras
+
+    class _TimeBudget(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.started = self.epoch_started = time.perf_counter()
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch_started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            now = time.perf_counter()
+            if now - self.started + (now - self.epoch_started) > seconds:
+                self.model.stop_training = True
+
+    return _TimeBudget()
+
+
+def auto_epochs(train_examples: int) -> int:
+    """Most epochs when not given: ~1.5M example visits, 12 to 60 epochs (early stopping ends most runs)."""
+    return int(np.clip(round(1_500_000 / max(train_examples, 1)), 12, 60))
+
+
+def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets: np.ndarray,
+                       baselines: StoredBaselines, window_length: int) -> dict[str, Any]:
+    """Tune the recency decay and the mix weights on validation targets; the comparison table, as metrics."""
+    from model.predictor import Predictor
+    from model.window import Window
+
+    starts = np.maximum(user_start[targets], targets - window_length)
+    windows = [log.category_ids[a:b].tolist() for a, b in zip(starts, targets)]
+    truth = log.category_ids[targets].tolist()
+    baselines.tune_decay(windows, truth)
+    predictor = Predictor(out, batch_sizes=(512,), lengths=(window_length,), jit_compile=False, warm=False)
+    network_top: list[list[tuple[str, float]]] = []
+    type_probs = []
+    for lo in range(0, len(targets), 2048):
+        batch = [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
+                 for a, b in zip(starts[lo: lo + 2048], targets[lo: lo + 2048])]
+        prediction = predictor.predict(batch)
+        assert prediction.network_top is not None
+        network_top.extend(prediction.network_top)
+        type_probs.append(prediction.event_type_probs)
+    baselines.event_type_weights = tune_class_weights(
+        np.concatenate(type_probs), log.event_types[targets].astype(np.int64), EVENT_TYPES).round(3).tolist()
+    tuner = MixTuner(baselines, windows, network_top, truth)
+    baselines.mix = tuner.tune()
+    rows = {"model": ranking_metrics(tuner.ranks(baselines.mix)),
+            "network_alone": ranking_metrics(ranks([[c for c, _ in top] for top in network_top], truth))}
+    for name, method in baselines.methods().items():
+        rows[name] = ranking_metrics(ranks([method(w) for w in windows], truth))
+    best = max((n for n in rows if n not in ("model", "network_alone")), key=lambda n: rows[n]["mrr@10"])
+    return {"targets": len(targets), "mix": baselines.mix, "decay": baselines.decay, "best_baseline": best,
+            "event_type_weights": baselines.event_type_weights,
+            "next_category": {n: {k: round(v, 4) for k, v in m.items()} for n, m in rows.items()}}
 
 
 def plot_losses(losses: dict[str, list[float]], path: Path, title: str) -> None:

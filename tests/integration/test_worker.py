@@ -50,6 +50,10 @@ def test_clean_run_one_prediction_per_click(settings: Settings, worker_model: Pa
     assert all(len(p) == 1 for p in found.values()), "a clean run predicts every click exactly once"
     assert len(found) == 10_000
     vocabulary = set(json.loads((worker_model / "manifest.json").read_text())["features"]["categories"])
+    # the final ranking mixes in the stored baselines, whose categories are those of the training part
+    stored = json.loads((worker_model / "baselines.json").read_text())
+    vocabulary |= {c for c, _ in stored["popular"]}
+    vocabulary |= {c for rows in (*stored["markov"].values(), *stored["neighbours"].values()) for c, _ in rows}
     user_categories: dict[str, set[str]] = {}
     for c in clicks:
         user_categories.setdefault(c.user_id, set()).add(c.category_id)
@@ -57,7 +61,7 @@ def test_clean_run_one_prediction_per_click(settings: Settings, worker_model: Pa
         (p,) = found[c.event_id]
         assert p.user_id == c.user_id and p.event_time_ms == c.event_time_ms
         assert 1 <= p.window_length <= 50 and len(p.top_categories) == 10
-        # categories come from the vocabulary, or are copied from the user's own window by raw id
+        # categories come from the vocabulary or the training part, or are copied from the user's own window
         assert all(category in vocabulary | user_categories[c.user_id] for category, _ in p.top_categories)
         assert abs(sum(p.next_event_type.values()) - 1.0) < 1e-3
         assert p.timing is not None and p.timing.batch_size >= 1

@@ -125,3 +125,56 @@ def test_real_rees46_sample_counts(rees46_sample: Path) -> None:
     clicks = list(read_log(rees46_sample, "rees46", report=report))
     assert report.rows == 18_117 and report.bad == 0
     assert {c.event_type for c in clicks} <= {"view", "cart", "purchase"}
+
+
+def test_generic_constant_columns_and_a_day_plus_offset_time(tmp_path: Path) -> None:
+    # DIGINETICA's layout: no event type column (every row a view), time = the session's day + ms into it
+    mapping = tmp_path / "views.yaml"
+    mapping.write_text("delimiter: ';'\ncolumns: {user_id: session_id, item_id: item_id, category_id: item_id,"
+                       " event_type: {const: view}, event_time: {day: eventdate, offset_ms: timeframe}}\n")
+    log = tmp_path / "views.csv"
+    log.write_text("session_id;user_id;item_id;timeframe;eventdate\n1;NA;81766;526309;2016-05-09\n"
+                   "1;NA;31331;x;2016-05-09\n")
+    report = ReadReport("views")
+    (click,) = read_log(log, "generic", mapping=ColumnMapping.load(mapping), report=report)
+    # 2016-05-09T00:00Z is 1462752000 s; plus 526.309 s
+    assert (click.event_type, click.event_time_ms, click.user_id) == ("view", 1462752526309, "1")
+    assert report.first_bad == [(3, "bad day '2016-05-09' or offset 'x'")]
+
+
+def test_generic_mistyped_column_names_the_column_in_each_bad_row(tmp_path: Path) -> None:
+    mapping = tmp_path / "typo.yaml"
+    mapping.write_text("columns: {user_id: uid, item_id: sku, category_id: kat, event_type: {const: view},"
+                       " event_time: ts}\n")
+    log = tmp_path / "e.csv"
+    log.write_text("uid,sku,cat,ts\nu1,i1,c1,1700000000\n")
+    report = ReadReport("e")
+    assert list(read_log(log, "generic", mapping=ColumnMapping.load(mapping), report=report)) == []
+    assert report.first_bad == [(2, "no category_id column 'kat' (columns are ['cat', 'sku', 'ts', 'uid'])")]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("columns: {user_id: u, item_id: i, category_id: c, event_type: {value: view}, event_time: t}\n")
+    with pytest.raises(ConfigError, match="const: VALUE"):
+        ColumnMapping.load(bad)
+
+
+def test_shipped_mappings_read_the_shared_logs(taobao_sample: Path) -> None:
+    from model.data import load_events
+
+    mappings = Path(__file__).resolve().parents[2] / "model" / "mappings"
+    for name in ("taobao", "rees46", "diginetica"):
+        ColumnMapping.load(mappings / f"{name}.yaml")
+    data = taobao_sample.parent.parent
+    digi = data / "diginetica" / "train-item-views-sample.csv"
+    if digi.is_file():
+        log, reports = load_events([digi], "generic", str(mappings / "diginetica.yaml"))
+        assert reports[0].bad == 0 and log.n_users > 2_900 and len(log) > 12_000  # sessions as users
+
+
+def test_no_usable_events_error_gives_the_first_bad_rows(tmp_path: Path) -> None:
+    from model.data import load_events
+
+    log = tmp_path / "ub.csv"
+    log.write_text("1,10,100,jump,1511544070\n1,10,100\n")
+    with pytest.raises(InputError, match=r"no usable events \(.*line 1: unknown behaviour 'jump'; "
+                                         r"line 2: expected 5 columns, got 3"):
+        load_events([log], "taobao")

@@ -82,6 +82,8 @@ def test_a_shorter_recurrence_still_points_over_the_whole_window(tmp_path: Path)
 
 @pytest.mark.slow
 def test_predictor_equals_the_keras_model_called_directly(artifact: Path) -> None:
+    """The network part of the predictor's ranking is exactly the saved Keras model's mix of generator and
+    pointer (the final ranking then mixes in the stored baselines, model.mix)."""
     import keras
 
     from model.features import encode_windows, window_index
@@ -107,8 +109,9 @@ def test_predictor_equals_the_keras_model_called_directly(artifact: Path) -> Non
             if pos >= 0:
                 scores[flat[pos]] = scores.get(flat[pos], 0.0) + p
         best = sorted(scores.items(), key=lambda kv: -kv[1])[:3]
-        assert [c for c, _ in result.top_categories[row]] == [c for c, _ in best]
-        np.testing.assert_allclose([s for _, s in result.top_categories[row]], [s for _, s in best],
+        network_top = result.network_top[row][:3]  # the network's own ranking, before the mix
+        assert [c for c, _ in network_top] == [c for c, _ in best]
+        np.testing.assert_allclose([s for _, s in network_top], [s for _, s in best],
                                    rtol=1e-4, atol=1e-6)
     assert scores["new"] > 0
     np.testing.assert_allclose(result.event_type_probs, out["event_type"], rtol=1e-4, atol=1e-6)
@@ -140,11 +143,12 @@ def test_evaluation_report_compares_the_model_with_the_baselines(artifact: Path,
     # in a cycle of 10 categories a window of 8 never holds the next one: copying cannot help, Markov can
     assert metrics["targets_in_window"] == 0.0
     assert category["repeat_last"]["hr@1"] == 0.0  # (its list is filled up with the popular categories)
-    assert category["lstm"]["hr@1"] > 0.9 and category["markov"]["hr@1"] > 0.9
-    others = [m["mrr@10"] for n, m in category.items() if n not in ("lstm", "markov")]
-    assert category["lstm"]["mrr@10"] > max(others) + 0.5
+    assert category["model"]["hr@1"] > 0.9 and category["markov"]["hr@1"] > 0.9
+    others = [m["mrr@10"] for n, m in category.items() if n not in ("model", "network_alone", "markov",
+                                                                      "last_then_markov", "item_knn")]
+    assert category["model"]["mrr@10"] > max(others) + 0.5
     report = (tmp_path / "report.md").read_text()
-    assert "| lstm |" in report and "0.0% of the events" in report
+    assert "| model |" in report and "0.0% of the events" in report
     assert json.loads((tmp_path / "metrics.json").read_text())["targets"] == metrics["targets"] > 0
     assert (tmp_path / "comparison.png").stat().st_size > 0
 
@@ -166,3 +170,69 @@ def test_corrupt_weights_are_detected(artifact: Path, tmp_path: Path) -> None:
     (broken / "model.keras").write_bytes(b"garbage")
     with pytest.raises(ModelError, match="does not match its manifest"):
         Predictor(broken)
+
+
+@pytest.mark.slow
+def test_evaluate_never_fits_a_baseline_on_the_events_it_scores(artifact: Path, tmp_path: Path) -> None:
+    from model.evaluate import evaluate
+
+    # the cycle runs backwards in this log: c9 -> c8 -> ... A Markov chain fit on it would be right every time;
+    # the stored one, fit on the training part of the forward cycle, ranks the forward successor first
+    path = tmp_path / "backwards.csv"
+    rows = []
+    for u in range(30):
+        for k in range(12):
+            rows.append(f"{u},{k},{CYCLE[(u - k) % 10]},pv,{1_600_000_000 + 100 * u + k}")
+    path.write_text("\n".join(rows) + "\n")
+    stored = (artifact / "baselines.json").read_bytes()
+    metrics = evaluate(artifact, [path], "taobao", split="none", out=tmp_path / "report", progress=False)
+    category = metrics["next_category"]
+    assert category["markov"]["hr@1"] == 0.0 and category["last_then_markov"]["hr@1"] == 0.0
+    assert category["markov"]["hr@10"] == 1.0  # all 10 categories are ranked: the truth comes last
+    windows = [[CYCLE[(u - k) % 10] for k in range(3)] for u in range(10)]
+    from model.baselines import StoredBaselines
+
+    forward = StoredBaselines.load(artifact)
+    assert all(forward.markov_chain(w)[0] == CYCLE[(CYCLE.index(w[-1]) + 1) % 10] for w in windows)
+    assert (artifact / "baselines.json").read_bytes() == stored  # evaluate read it, never rewrote it
+    assert "stored baselines: training part of the log" in (tmp_path / "report" / "report.md").read_text()
+
+
+def own_cycles_log(path: Path, users: int = 200, events: int = 24, period: int = 4) -> Path:
+    """User u cycles through categories of its own, u<u>_0 .. u<u>_3; users come one after the other in time,
+    so the users of the validation and test slices, and all their categories, are new to the training part."""
+    rows = []
+    for u in range(users):
+        t0 = 1_600_000_000 + u * 3600
+        rows += [f"{u},{k},u{u}_{k % period},pv,{t0 + 30 * k}" for k in range(events)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_the_model_points_at_categories_outside_the_vocabulary_where_markov_and_repeat_last_fail(
+        tmp_path: Path) -> None:
+    from model.evaluate import evaluate
+
+    log = own_cycles_log(tmp_path / "own.csv")
+    train([log], "taobao", tmp_path / "own", TINY, verbose=0)
+    metrics = evaluate(tmp_path / "own", [log], "taobao", split="time", progress=False)
+    category = metrics["next_category"]
+    # every test category is out of the vocabulary; the next one is always 4 steps back in the window
+    assert category["repeat_last"]["hr@1"] == 0.0 and category["markov"]["hr@5"] == 0.0
+    assert category["model"]["hr@1"] > 0.8, category["model"]
+    assert category["model"]["mrr@10"] > max(category["markov"]["mrr@10"], category["repeat_last"]["mrr@10"],
+                                             category[metrics["best_category_baseline"]]["mrr@10"]) + 0.2
+
+
+def test_network_ranks_count_vocabulary_and_out_of_vocabulary_competitors() -> None:
+    from model.train import network_ranks
+
+    outputs = {"gate": np.array([[0.5], [0.5]]),
+               "category_gen": np.array([[0, 0.12, 0.5, 0.3, 0.08], [0, 0.9, 0.1, 0, 0]]),
+               "attention": np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])}
+    x = {"category": np.array([[4, 1, 1], [2, 1, 1]]), "raw_code": np.array([[7, 8, 8], [5, 9, 6]]),
+         "target": np.array([3, 1]), "copy_match": np.array([[0, 0, 0], [0, 1, 0]], dtype=np.float32)}
+    # row 0: scores 2: .25, 3: .15 (the truth), 4: .04 + .1 copied, OOV code 8: .15 + .25 -> 2 and 8 beat it
+    # row 1: the truth is OOV code 9 with .15 copied; 2: .05 + .3 beats it, code 6 (.05) does not
+    assert network_ranks(outputs, x).tolist() == [3, 2]
