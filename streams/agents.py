@@ -64,7 +64,8 @@ async def predict_next_intent(stream: Any) -> None:
                                window_length=predictor.window_length, model_version=predictor.version)
     runtime.predictor, runtime.processor = predictor, processor
     metrics.model_info.labels(predictor.version).set(1)
-    next_expiry = next_report = time.monotonic()
+    next_report = time.monotonic()
+    next_expiry = next_report + EXPIRY_INTERVAL_S  # the first sweep a minute after start, as a timer would
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         switched_from = runtime.switch_to_pending()
         if switched_from is not None:
