@@ -154,7 +154,11 @@ class Predictor:
                 chunk = rows[chunk_start: chunk_start + largest]
                 self._predict_rows([windows[i] for i in chunk], chunk, lengths[chunk], network_top, types,
                                    purchase)
+        network_only = not any(w for name, w in self.baselines.mix.items() if name != "network")
         for i in np.flatnonzero(lengths > 0):
+            if network_only:  # the same ranking as the mix with all weight on the network, without its cost
+                top[i] = network_top[i][: self.top_k]
+                continue
             window = windows[i].categories[len(windows[i].categories) - lengths[i]:]
             top[i] = mixed_rank(self.baselines, window, network_top[i], self.top_k)
         if (lengths == 0).any():
