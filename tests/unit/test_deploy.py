@@ -32,14 +32,14 @@ def test_the_validation_catches_a_broken_manifest() -> None:
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 
 
-def test_the_worker_pods_have_probes_state_and_static_membership() -> None:
+def test_the_worker_pods_have_probes_state_and_a_grace_period() -> None:
     (statefulset,) = [r for p in MANIFESTS for r in resources(p) if r["kind"] == "StatefulSet"]
     pod = statefulset["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/live"
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/state", "/model"}
-    assert "CLICKSTREAM_GROUP_INSTANCE_ID" in {e["name"] for e in container["env"]}
+    assert "POD_NAME" in {e["name"] for e in container["env"]}
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["terminationGracePeriodSeconds"] >= 30
     kinds = {r["kind"] for p in MANIFESTS for r in resources(p)}
     assert {"StatefulSet", "Service", "PodDisruptionBudget"} <= kinds
