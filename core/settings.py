@@ -27,8 +27,8 @@ CLICKSTREAM_MODEL_POLL_S   how often the worker looks for a new model version at
 CLICKSTREAM_WEB_BIND       address the worker's web server listens on (``127.0.0.1``; ``0.0.0.0`` in a pod)
 CLICKSTREAM_WEB_PORT       its port (6066): /metrics, /live, /ready, /users/{id}/intent
 CLICKSTREAM_SESSION_TIMEOUT_S  a worker that died leaves the consumer group after this long (10)
-CLICKSTREAM_GROUP_INSTANCE_ID  static group membership (not recommended: see the README, Operations);
-                           a worker restarted with the same id gets its partitions back at once
+CLICKSTREAM_GROUP_INSTANCE_ID  static group membership, a stable id per worker (not recommended: in the
+                           restart benchmark a second restart with the same id never got its partitions back)
 CLICKSTREAM_STORE          Faust table store (``rocksdb://``)
 CLICKSTREAM_STATE_DIR      worker state folder: RocksDB tables (``.state/worker``)
 CLICKSTREAM_WIRE_FORMAT    how clicks and predictions are written: bare Avro or Avro single-object encoding
