@@ -219,7 +219,12 @@ def write_report(metrics: dict[str, Any], out: Path) -> None:
 
 
 def _chart(metrics: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the worker image installs no plotting: the report is complete without its chart
+        print("no comparison.png: charts need the plots extra (pip install 'clickstream-intent[plots]')",
+              file=sys.stderr)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -269,7 +270,12 @@ def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets
 
 
 def plot_losses(losses: dict[str, list[float]], path: Path, title: str) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the worker image installs no plotting: the artifact is complete without the chart
+        print("no loss_curve.png: charts need the plots extra (pip install 'clickstream-intent[plots]')",
+              file=sys.stderr)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
