@@ -1,7 +1,8 @@
 """The worker's app with a predictor that fails on purpose (``faust -A tests.integration.faulty_app worker``).
 
-CLICKSTREAM_TEST_FAULT=poison: the predictor raises on any window whose newest category is ``poison``.
-CLICKSTREAM_TEST_FAULT=broken-after-N: after N successful calls, the predictor raises on every call.
+CLICKSTREAM_TEST_FAULT, a comma-separated list of:
+- ``poison``: the predictor raises on any window whose newest category is ``poison``;
+- ``broken-after-N``: after N successful calls, the predictor raises on every call.
 """
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ _calls = 0
 
 def faulty_predict(self: Any, windows: Sequence[Window]) -> Any:
     global _calls
-    fault = os.environ.get("CLICKSTREAM_TEST_FAULT", "")
-    if fault == "poison" and any(w.categories[-1] == "poison" for w in windows):
+    faults = os.environ.get("CLICKSTREAM_TEST_FAULT", "").split(",")
+    if "poison" in faults and any(w.categories[-1] == "poison" for w in windows):
         raise RuntimeError("injected failure on a poison window")
-    if fault.startswith("broken-after-"):
-        _calls += 1
-        if _calls > int(fault.removeprefix("broken-after-")):
-            raise RuntimeError("injected failure: the predictor is broken")
+    for fault in faults:
+        if fault.startswith("broken-after-"):
+            _calls += 1
+            if _calls > int(fault.removeprefix("broken-after-")):
+                raise RuntimeError("injected failure: the predictor is broken")
     return _predict(self, windows)
 
 

@@ -92,7 +92,8 @@ def test_a_poison_window_is_dead_lettered_and_a_broken_predictor_stops_the_worke
     assert not (set(found) & poisoned)
 
     # a predictor that fails on everything: the worker stops (exit 70) and acknowledges nothing it did not handle
-    broken = faulty_worker(settings, worker_model, state, "broken-after-2", "broken")
+    # (poison windows still fail in its first two calls, which succeed otherwise)
+    broken = faulty_worker(settings, worker_model, state, "poison,broken-after-2", "broken")
     broken.start()
     assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks[1_000:]]).failed == 0
     assert broken.process is not None and broken.process.wait(120) == 70
