@@ -16,6 +16,7 @@ from cli.options import (
     env_option,
     iter_logs,
     log_send_options,
+    send_options,
     settings_from,
 )
 from cli.replay import Checkpoint, skip
@@ -103,12 +104,7 @@ def _report_reads(reports: list[ReadReport]) -> None:
             help="Seed of the synthetic generator.")
 @env_option("--rate", env="CLICKSTREAM_RATE", type=float, default=0.0, show_default=True,
             help="Clicks per second; 0 sends as fast as the broker takes them.")
-@env_option("--checkpoint", env="CLICKSTREAM_CHECKPOINT", type=click.Path(dir_okay=False),
-            help="File that records how many clicks are delivered; a rerun resumes after them.")
-@env_option("--topic", env="CLICKSTREAM_CLICKS_TOPIC", help="Target topic (default: clicks).")
-@config_option
-@broker_option
-@env_option("--quiet", "-q", env="CLICKSTREAM_QUIET", is_flag=True, help="No progress bar.")
+@send_options
 def produce(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, id_prefix: str | None,
             synthetic: bool, users: int, events: int, seed: int, rate: float, checkpoint: str | None,
             topic: str | None, config_file: str | None, broker: str | None, quiet: bool) -> None:
@@ -225,12 +221,7 @@ def _draw_table(latest: dict[str, Prediction], seen: int, rows: int = 20) -> Non
             help="Pace by event time: 1x = as it happened, 60x = an hour per minute, max = no pacing.")
 @env_option("--skip", "skip_events", env="CLICKSTREAM_SKIP", type=int, default=0, show_default=True,
             help="Skip the first N events (in replay order), to resume by hand.")
-@env_option("--checkpoint", env="CLICKSTREAM_CHECKPOINT", type=click.Path(dir_okay=False),
-            help="File that records how many events are delivered; a rerun resumes after them.")
-@env_option("--topic", env="CLICKSTREAM_CLICKS_TOPIC", help="Target topic (default: clicks).")
-@config_option
-@broker_option
-@env_option("--quiet", "-q", env="CLICKSTREAM_QUIET", is_flag=True, help="No progress bar.")
+@send_options
 def replay(logs: tuple[str, ...], fmt: str, mapping: str | None, strict: bool, id_prefix: str | None, speed: str,
            skip_events: int, checkpoint: str | None, topic: str | None, config_file: str | None,
            broker: str | None, quiet: bool) -> None:

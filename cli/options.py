@@ -59,3 +59,16 @@ def iter_logs(paths: Sequence[str], fmt: str, mapping: str | None, strict: bool,
         prefix = f"{id_prefix}-{path}" if id_prefix and len(paths) > 1 else id_prefix
         yield from read_log(path, fmt, mapping=column_mapping, strict=strict, report=report,  # type: ignore[arg-type]
                             id_prefix=prefix)
+
+
+def send_options(f: Any) -> Any:
+    """Where and how produce and replay send: checkpoint, topic, settings, broker, progress bar."""
+    for option in reversed([
+        env_option("--checkpoint", env="CLICKSTREAM_CHECKPOINT", type=click.Path(dir_okay=False),
+                   help="File that records how many clicks are delivered; a rerun resumes after them."),
+        env_option("--topic", env="CLICKSTREAM_CLICKS_TOPIC", help="Target topic (default: clicks)."),
+        config_option, broker_option,
+        env_option("--quiet", "-q", env="CLICKSTREAM_QUIET", is_flag=True, help="No progress bar."),
+    ]):
+        f = option(f)
+    return f
