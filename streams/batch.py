@@ -99,8 +99,10 @@ def predict_isolating(predict: Callable[[Sequence[Window]], BatchPredictionLike]
                       windows: Sequence[Window]) -> tuple[list[Piece], dict[int, str]]:
     """Predict ``windows``; when the predictor raises, bisect to find the windows it fails on.
 
-    Returns the predicted pieces and the reason per failed row. Raises :class:`SystemicFailure` when every
-    window fails (a broken predictor rather than a poison input). One call in the normal case.
+    Returns the predicted pieces and the reason per failed row. A window is blamed only when it fails again
+    on its own while the predictor still predicts a window it predicted before: a predictor that broke during
+    the bisection (or fails on everything) raises :class:`SystemicFailure` rather than dead-lettering valid
+    clicks. One call in the normal case.
     """
     pieces: list[Piece] = []
     failed: dict[int, str] = {}
@@ -117,9 +119,25 @@ def predict_isolating(predict: Callable[[Sequence[Window]], BatchPredictionLike]
             run(rows[half:])
 
     run(np.arange(len(windows)))
-    if windows and len(failed) == len(windows):
+    if not failed:
+        return pieces, failed
+    for row in list(failed):  # once more, alone: a window that now succeeds was not the cause
+        try:
+            pieces.append((np.array([row]), predict([windows[row]])))
+            del failed[row]
+        except Exception:
+            pass
+    if not pieces:
         raise SystemicFailure(f"the predictor failed on all {len(windows)} windows of the batch: "
                               f"{next(iter(failed.values()))}")
+    pieces.sort(key=lambda piece: int(piece[0][0]))  # in click order: a user's predictions stay in order
+    if failed:
+        known_good = int(pieces[0][0][0])
+        try:
+            predict([windows[known_good]])
+        except Exception as exc:
+            raise SystemicFailure(f"the predictor broke while isolating a failing window: "
+                                  f"{type(exc).__name__}: {exc}") from exc
     return pieces, failed
 
 

@@ -5,6 +5,7 @@ import asyncio
 import dataclasses
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -170,3 +171,39 @@ def test_every_message_is_accounted_for_whatever_arrives(items: list) -> None:
         return
     out = len(result.predictions) + len(result.dead_letters) + len(result.rekeyed)
     assert out == len(messages)
+
+
+class BreaksAfter(RepeatLast):
+    """Predicts ``good`` calls, then fails on every call: a predictor that breaks in the middle of a bisection."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__()
+        self.good = good
+
+    def predict(self, windows: Sequence[Window]) -> Any:
+        if self.calls >= self.good:
+            self.calls += 1
+            raise RuntimeError("the predictor is broken")
+        return super().predict(windows)
+
+
+def test_a_predictor_that_breaks_while_isolating_a_poison_window_is_a_systemic_failure() -> None:
+    # call 1 fails on the poison window, call 2 predicts the first half, call 3 fails on the poison window
+    # again, then everything fails: the valid windows of the second half must not be dead-lettered as poison
+    messages = [keyed(click(f"e{i}", user=f"u{i}", category="poison" if i == 7 else "ok"), i) for i in range(8)]
+    with pytest.raises(SystemicFailure, match="broke while isolating"):
+        run(messages, {}, BreaksAfter(good=3))
+
+
+def test_a_window_that_fails_once_and_then_predicts_is_not_dead_lettered() -> None:
+    class FlakyOnce(RepeatLast):
+        def predict(self, windows: Sequence[Window]) -> Any:
+            if self.calls < 2:  # the whole batch, then e0 alone
+                self.calls += 1
+                raise RuntimeError("transient")
+            return super().predict(windows)
+
+    messages = [keyed(click("e0", user="u0"), 0), keyed(click("p", user="p", category="poison"), 1)]
+    result, _ = run(messages, {}, FlakyOnce())
+    assert [PREDICTION.decode(p.value).event_id for p in result.predictions] == ["e0"]
+    assert len(result.dead_letters) == 1  # the poison window still fails alone, and e0 still predicts
