@@ -4,7 +4,8 @@ Two views, both numpy (the predictor is passed in as a function, so nothing here
 
 - drivers: the pointer copies probability from window events to their categories, ``(1 - gate) x attention``
   per event (``model/network.py``). The events whose category is the top one, strongest first, are what drove
-  it through the pointer; the predictor computes them when asked (``Predictor(drivers=k)``) and the worker
+  it through the pointer; the predictor computes them when asked (``Predictor(drivers=k)``, with
+  :func:`batch_drivers`) and the worker
   puts them on each prediction with ``CLICKSTREAM_EXPLAIN_PREDICTIONS``. A top category that is not in the
   window came from the generator or the baselines alone: it has no drivers.
 - occlusion (:func:`explain_window`): the served score of the top category (the network mixed with the
@@ -41,19 +42,27 @@ NEUTRAL_EVENT_TYPE = EVENT_TYPE_CODES["view"]  # nine events in ten are views: t
 MASK = "\x00masked:"  # prefix of category ids no vocabulary, log or baseline holds
 
 
-def window_drivers(window: Window, length: int, copy: np.ndarray, category: str, count: int) -> tuple[Driver, ...]:
-    """The ``count`` events among the window's newest ``length`` whose raw category is ``category``, by the
-    probability the pointer copied from each (``copy``: one weight per step of those events), strongest first."""
-    start = len(window.categories) - length
-    steps = [t for t, c in enumerate(window.categories[start:]) if c == category]
-    if not steps:
-        return ()
-    weights = copy[steps]
-    order = np.argsort(-weights, kind="stable")[:count]
-    return tuple(Driver(position=start + steps[j], category_id=category,
-                        event_type=EVENT_TYPES[window.event_types[start + steps[j]]],
-                        event_time_ms=int(window.times_ms[start + steps[j]]), weight=float(weights[j]))
-                 for j in order)
+def batch_drivers(top_categories: Sequence[str], step_codes: np.ndarray, copy: np.ndarray, event_types: np.ndarray,
+                  times_ms: np.ndarray, first_position: np.ndarray, count: int) -> list[tuple[Driver, ...]]:
+    """Per window, the ``count`` steps of its top category by the probability the pointer copied from them,
+    strongest first (of equal weights the older); () when the top category is not in the window.
+
+    Windows are rows of (B, T) arrays as the network reads them: ``step_codes`` equal where raw category ids
+    are equal (-1 at padding), the event type codes and times of the steps, and ``first_position`` the window
+    position of each row's step 0. Vectorised over the batch: only the chosen steps become Python objects.
+    """
+    top_codes = np.fromiter(map(hash, top_categories), dtype=np.int64, count=len(top_categories))
+    weights = np.where(step_codes == top_codes[:, None], copy, -1.0)
+    order = np.argsort(-weights, axis=1, kind="stable")[:, :count]
+    chosen = np.take_along_axis(weights, order, axis=1)
+    types = np.take_along_axis(event_types, order, axis=1).tolist()
+    times = np.take_along_axis(times_ms, order, axis=1).tolist()
+    firsts = first_position.tolist()
+    return [tuple(Driver(position=first + step, category_id=category, event_type=EVENT_TYPES[t], event_time_ms=ms,
+                         weight=w) for step, w, t, ms in zip(steps, row, row_types, row_times) if w >= 0)
+            if row[0] >= 0 else ()
+            for category, first, steps, row, row_types, row_times
+            in zip(top_categories, firsts, order.tolist(), chosen.tolist(), types, times)]
 
 
 def mask_event(window: Window, position: int) -> Window:

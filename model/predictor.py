@@ -21,7 +21,7 @@ from core.records import Driver
 from model.artifact import WEIGHTS, read_manifest
 from model.baselines import StoredBaselines
 from model.config import NetworkConfig
-from model.explain import window_drivers
+from model.explain import batch_drivers
 from model.features import N_STEP_FEATURES, OOV, FeatureSpec, encode_windows, window_index
 from model.mix import rank as mixed_rank
 from model.network import build_network
@@ -159,6 +159,7 @@ class Predictor:
         types = np.zeros((n, n_types), dtype=np.float32)
         purchase = np.zeros(n, dtype=np.float32)
         copies = [np.zeros(0, dtype=np.float32)] * n if self.drivers else None
+        steps: list[tuple[np.ndarray, ...]] = []  # with drivers: per chunk, its rows and their steps
         # each length bucket runs on its own: short windows never pay for the longest one in the batch
         bucket_of = np.searchsorted(np.asarray(self.lengths), lengths)
         largest = self.batch_sizes[-1]
@@ -167,7 +168,7 @@ class Predictor:
             for chunk_start in range(0, len(rows), largest):
                 chunk = rows[chunk_start: chunk_start + largest]
                 self._predict_rows([windows[i] for i in chunk], chunk, lengths[chunk], network_top, types,
-                                   purchase, copies)
+                                   purchase, copies, steps)
         network_only = not any(w for name, w in self.baselines.mix.items() if name != "network")
         for i in np.flatnonzero(lengths > 0):
             if network_only:  # the same ranking as the mix with all weight on the network, without its cost
@@ -181,15 +182,17 @@ class Predictor:
                 top[i] = network_top[i] = list(prior_cats)
                 types[i] = prior_types
                 purchase[i] = prior_purchase
-        drivers = None
+        drivers: list[tuple[Driver, ...]] | None = None
         if copies is not None:
-            drivers = [window_drivers(windows[i], int(lengths[i]), copies[i], top[i][0][0], self.drivers)
-                       if lengths[i] and top[i] else () for i in range(n)]
+            drivers = [()] * n
+            for rows, *chunk in steps:  # against the final top category, the mix's
+                for i, found in zip(rows, batch_drivers([top[i][0][0] for i in rows], *chunk, self.drivers)):
+                    drivers[i] = found
         return BatchPrediction(top, types, purchase, lengths, self.spec.event_types, network_top, copies, drivers)
 
     def _predict_rows(self, windows: list[Window], rows: np.ndarray, lengths: np.ndarray,
                       top: list[list[tuple[str, float]]], types: np.ndarray, purchase: np.ndarray,
-                      copies: list[np.ndarray] | None) -> None:
+                      copies: list[np.ndarray] | None, steps: list[tuple[np.ndarray, ...]]) -> None:
         b = len(windows)
         batch = next(s for s in self.batch_sizes if s >= b)
         length = next(t for t in self.lengths if t >= lengths.max())
@@ -208,9 +211,12 @@ class Predictor:
         idx, scores, oov_copy, event_type, buy, *copy = self._functions[(batch, length)](
             x["category"], x["event_type"], x["steps"])
         if copies is not None:
-            weights = copy[0].numpy()
+            weights = copy[0].numpy()[:b]
             for r in range(b):  # left padding: a window's events are the last lengths[r] steps
                 copies[rows[r]] = weights[r, length - lengths[r]:]
+            valid, safe = index[:b] >= 0, np.maximum(index[:b], 0)
+            first = np.fromiter((len(w) for w in windows), dtype=np.int64, count=b) - length
+            steps.append((rows, np.where(valid, codes[safe], -1), weights, flat_types[safe], flat_times[safe], first))
         idx, scores, oov_copy = idx.numpy()[:b], scores.numpy()[:b], oov_copy.numpy()[:b]
         types[rows] = event_type.numpy()[:b]
         purchase[rows] = buy.numpy()[:b]
