@@ -168,7 +168,7 @@ def explain(logs: tuple[str, ...], fmt: str, mapping: str | None, model_dir: str
                f"(model {predictor.version}, N={predictor.window_length})")
     click.echo("predicted next categories: " + ", ".join(f"{c} {s:.3f}" for c, s in result.top_categories[:top]))
     click.echo(f"why {result.category} (score {result.score:.3f}): its score minus its score with the event masked "
-               f"(occlusion), and the probability the pointer copied from the event")
+               f"(occlusion), and the probability the pointer copied from the event to its own category")
     width = max(8, *(len(e.category_id) for e in result.events))
     click.echo(f"  {'pos':>4}  {'time (UTC)':<19}  {'category':<{width}}  {'type':<16}  {'occlusion':>9}  {'pointer':>7}")
     for e in result.events:

@@ -168,7 +168,7 @@ def plot_explanation(explanation: Explanation, path: str | Path, title: str) -> 
            label="occlusion: score drop when the event is masked")
     if width < 0.8:
         ax.bar(x + width / 2, [e.copied or 0.0 for e in events], width, color="C1", alpha=0.8,
-               label="pointer: probability copied from the event")
+               label="pointer: probability copied from the event (to its own category)")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(x, [f"{e.category_id}\n{e.event_type}" for e in events], rotation=90, fontsize=7)
     ax.set_xlabel("window events, oldest first (red: the top category)")
