@@ -5,9 +5,8 @@ Two views, both numpy (the predictor is passed in as a function, so nothing here
 - drivers: the pointer copies probability from window events to their categories, ``(1 - gate) x attention``
   per event (``model/network.py``). The events whose category is the top one, strongest first, are what drove
   it through the pointer; the predictor computes them when asked (``Predictor(drivers=k)``, with
-  :func:`batch_drivers`) and the worker
-  puts them on each prediction with ``CLICKSTREAM_EXPLAIN_PREDICTIONS``. A top category that is not in the
-  window came from the generator or the baselines alone: it has no drivers.
+  :func:`batch_drivers`) and the worker puts them on each prediction with ``CLICKSTREAM_EXPLAIN_PREDICTIONS``.
+  A top category that is not in the window came from the generator or the baselines alone: it has no drivers.
 - occlusion (:func:`explain_window`): the served score of the top category (the network mixed with the
   stored baselines) on the window, minus its score when one event is masked (its category replaced by one
   the model never saw, its type by ``view``; its time and position kept, since removing it would move every
@@ -19,7 +18,10 @@ Two views, both numpy (the predictor is passed in as a function, so nothing here
   - ``time``: every event at the newest event's time (gaps and ages 0, one time of day).
 
   All variants of a window go to the predictor in one call. A positive attribution means the event (group)
-  raised the top category's score.
+  raised the top category's score. A masked event also leaves something behind: a category the user never
+  visited, which a model that points at the category seen longest ago may pick. A large drop says that the
+  window without that event predicts otherwise, not that the event alone made the answer; the drivers say
+  where the pointer took the probability from.
 """
 from __future__ import annotations
 
