@@ -148,10 +148,12 @@ def explain(logs: tuple[str, ...], fmt: str, mapping: str | None, model_dir: str
     raised the top category's score.
     """
     from model.artifact import read_manifest
-    from model.explain import GROUPS, explain_window, plot_explanation
+    from model.explain import GROUPS, explain_window, plot_explanation, require_plots
     from model.predictor import Predictor
     from streams.window import UserWindow
 
+    if plot:
+        require_plots()  # before reading logs and loading the model, not after
     clicks = [c for c in iter_logs(logs, fmt, mapping, strict=False, id_prefix=None, reports=[]) if c.user_id == user]
     if not clicks:
         raise InputError(f"user {user!r} has no events in {', '.join(logs)}")

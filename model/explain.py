@@ -26,6 +26,7 @@ Two views, both numpy (the predictor is passed in as a function, so nothing here
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -151,12 +152,17 @@ def explain_window(predict: Callable[[Sequence[Window]], Predictions], window: W
     return Explanation(top, category, score, events, groups, drivers)
 
 
+def require_plots() -> None:
+    """Raise one clear error when matplotlib (the ``plots`` extra) is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("plots need matplotlib: pip install 'clickstream-intent[plots]'")
+
+
 def plot_explanation(explanation: Explanation, path: str | Path, title: str) -> None:
     """A PNG of the attributions: per event (occlusion and pointer copy) and per feature group."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ConfigError("plots need matplotlib: pip install 'clickstream-intent[plots]'") from None
+    require_plots()
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

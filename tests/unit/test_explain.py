@@ -182,3 +182,15 @@ def test_explain_command_unknown_user_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["explain", "--model", str(tmp_path / "none"), str(log), "--user", "carol"])
     assert result.exit_code == 3
     assert result.output.strip().splitlines() == [f"error: user 'carol' has no events in {log}"]
+
+
+def test_plot_without_matplotlib_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    log = user_log(tmp_path / "log.csv")
+    result = CliRunner().invoke(main, ["explain", "--model", str(tmp_path / "none"), str(log), "--user", "alice",
+                                       "--plot", str(tmp_path / "why.png")])
+    assert result.exit_code == 2 and not (tmp_path / "why.png").exists()
+    assert result.output.strip().splitlines() == ["error: plots need matplotlib: pip install 'clickstream-intent[plots]'"]
