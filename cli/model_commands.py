@@ -148,7 +148,14 @@ def explain(logs: tuple[str, ...], fmt: str, mapping: str | None, model_dir: str
     raised the top category's score.
     """
     from model.artifact import read_manifest
-    from model.explain import GROUPS, explain_window, plot_explanation, require_plots
+    from model.explain import (
+        DRIVERS_PER_PREDICTION,
+        GROUP_MEANINGS,
+        GROUPS,
+        explain_window,
+        plot_explanation,
+        require_plots,
+    )
     from model.predictor import Predictor
     from streams.window import UserWindow
 
@@ -164,7 +171,7 @@ def explain(logs: tuple[str, ...], fmt: str, mapping: str | None, model_dir: str
     # one call: the window, each event masked, each group neutralised; top_k large enough to find the top
     # category in every variant; no XLA for a single call
     predictor = Predictor(model_dir, batch_sizes=(len(window) + 1 + len(GROUPS),), lengths=(len(window),),
-                          top_k=100, drivers=3, jit_compile=False, warm=False)
+                          top_k=100, drivers=DRIVERS_PER_PREDICTION, jit_compile=False, warm=False)
     result = explain_window(predictor.predict, window.model_window())
     click.echo(f"user {user}: {len(clicks)} events in the log; the window holds the newest {len(window)} "
                f"(model {predictor.version}, N={predictor.window_length})")
@@ -180,10 +187,8 @@ def explain(logs: tuple[str, ...], fmt: str, mapping: str | None, model_dir: str
         click.echo(f"  {e.position:>4}  {when:<19}  {e.category_id:<{width}}  {e.event_type:<16}  "
                    f"{e.occlusion:+9.3f}  {copied}{mark}")
     click.echo("feature groups, the score's drop when neutralised:")
-    meaning = {"category": "every category id replaced by one never seen (repeats kept)",
-               "event_type": "every event a view", "time": "every event at the newest event's time"}
     for name, value in result.groups.items():
-        click.echo(f"  {name:<10}  {value:+9.3f}  {meaning.get(name, '')}")
+        click.echo(f"  {name:<10}  {value:+9.3f}  {GROUP_MEANINGS[name]}")
     drivers = ", ".join(f"position {d.position} ({d.event_type}) {d.weight:.3f}" for d in result.drivers)
     click.echo(f"drivers (what a prediction carries with explain_predictions): {drivers or 'none, not copied'}")
     if plot:

@@ -41,6 +41,9 @@ from model.window import Window
 DRIVERS_PER_PREDICTION = 3  # what the worker puts on each prediction when it explains them
 Group = Literal["category", "event_type", "time"]
 GROUPS: tuple[Group, ...] = ("category", "event_type", "time")
+GROUP_MEANINGS: dict[str, str] = {"category": "every category id replaced by one never seen (repeats kept)",
+                                  "event_type": "every event a view",
+                                  "time": "every event at the newest event's time"}
 NEUTRAL_EVENT_TYPE = EVENT_TYPE_CODES["view"]  # nine events in ten are views: the type that says least
 MASK = "\x00masked:"  # prefix of category ids no vocabulary, log or baseline holds
 
