@@ -1,9 +1,12 @@
 """Windows/s of the batched predictor against batch size and window length, next to `model.predict`
-called per window in the same run."""
+called per window in the same run; with --drivers, instead, the cost of explained predictions
+(CLICKSTREAM_EXPLAIN_PREDICTIONS): windows/s with and without drivers, and the worker's per-click work of
+building and encoding a prediction with and without them."""
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -25,7 +28,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     parser.add_argument("--per-window-calls", type=int, default=20, help="model.predict calls to time")
     parser.add_argument("--no-jit", action="store_true", help="compile without XLA")
+    parser.add_argument("--drivers", action="store_true",
+                        help="measure only what the drivers of explained predictions cost (see above)")
     args = parser.parse_args(argv)
+    if args.drivers:
+        drivers_cost(model_dir(args.model), args.seconds, not args.no_jit)
+        return
 
     import keras
 
@@ -76,3 +84,61 @@ def main(argv: list[str] | None = None) -> None:
     bar_chart(RESULTS / "predictor.png", "predictor throughput (windows/s)",
               [f"b{r[0]} N{r[1]}" if isinstance(r[0], int) else "predict/window" for r in rows],
               [r[2] for r in rows], "windows/s", log=True)
+
+
+def drivers_cost(path: Path, seconds: float, jit: bool, rounds: int = 3) -> None:
+    """Windows/s and per-click prediction building + Avro encoding, with and without drivers, interleaved."""
+    from core.records import Click, Prediction
+    from model.artifact import read_manifest
+    from model.explain import DRIVERS_PER_PREDICTION
+    from model.predictor import Predictor
+    from model.window import Window
+    from schemas.codec import RecordCodec
+    from streams.batch import predictions_of
+
+    n = read_manifest(path)["network"]["window_length"]
+    shapes = {"batch_sizes": (32, 256), "lengths": (n,), "jit_compile": jit}  # full windows only: one length
+    plain = Predictor(path, **shapes)
+    explained = Predictor(path, **shapes, drivers=DRIVERS_PER_PREDICTION)
+    rng = np.random.default_rng(0)
+    cats = list(plain.spec.categories[:200])
+    # Taobao-like windows: a user comes back to a few categories, so the top one is often in the window
+    ws = []
+    for _ in range(256):
+        own = [cats[i] for i in rng.integers(0, len(cats), 6)]
+        ws.append(Window([own[i] for i in rng.integers(0, 6, n)], rng.integers(1, 6, n).astype(np.int8),
+                         np.sort(rng.integers(1_511_000_000_000, 1_511_100_000_000, n))))
+    results: dict[str, list[float]] = {}
+    for _ in range(rounds):  # interleaved: a neighbour's load hits both alike
+        for batch in (32, 256):
+            for name, predictor in (("without", plain), ("with", explained)):
+                results.setdefault(f"{name} b{batch}", []).append(
+                    rate(lambda p=predictor, b=batch: p.predict(ws[:b]), batch, seconds / rounds))
+    codec = RecordCodec(Prediction)
+    clicks = [Click(event_id=f"e{i}", user_id=f"u{i}", item_id="i", category_id=w.categories[-1], event_type="view",
+                    event_time_ms=int(w.times_ms[-1])) for i, w in enumerate(ws)]
+    batches = {"without": plain.predict(ws), "with": explained.predict(ws)}
+    per_click_us: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, batch in batches.items():
+            start, calls = time.perf_counter(), 0
+            while time.perf_counter() - start < 0.3:
+                for p in predictions_of(clicks, batch, "v", 0, [None] * len(clicks)):
+                    codec.encode(p)
+                calls += 1
+            us = (time.perf_counter() - start) / (calls * len(clicks)) * 1e6
+            per_click_us[name] = min(us, per_click_us.get(name, us))
+    with_drivers = sum(1 for d in batches["with"].drivers if d) / len(ws)
+    rows = []
+    for batch in (32, 256):
+        without, with_ = max(results[f"without b{batch}"]), max(results[f"with b{batch}"])
+        rows.append([f"predictor, batch {batch}, N={n}", without, with_, 100 * (1 - with_ / without)])
+    rows.append(["build + encode a prediction (us/click)", per_click_us["without"], per_click_us["with"],
+                 100 * (per_click_us["with"] / per_click_us["without"] - 1)])
+    print(table(rows, ["what", "without drivers", "with drivers", "cost %"]))
+    print(f"{with_drivers:.0%} of these windows' top categories are in the window (the others have no drivers); "
+          f"best of {rounds} interleaved rounds")
+    write_results("predictor_drivers", {
+        "model": str(path), "model_version": plain.version, "jit": jit, "drivers": DRIVERS_PER_PREDICTION,
+        "windows_per_s": {k: max(v) for k, v in results.items()}, "build_encode_us_per_click": per_click_us,
+        "share_with_drivers": with_drivers})

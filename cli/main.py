@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from cli.kafka_commands import produce, replay, subscribe, topics
-from cli.model_commands import evaluate, train
+from cli.model_commands import evaluate, explain, train
 from cli.worker_commands import intent
 from core.errors import ClickstreamError
 from core.log_throttle import throttle_repeats
@@ -43,7 +43,7 @@ def main() -> None:
     throttle_repeats()
 
 
-for command in (topics, produce, subscribe, replay, train, evaluate, intent):
+for command in (topics, produce, subscribe, replay, train, evaluate, explain, intent):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

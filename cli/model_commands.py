@@ -1,15 +1,17 @@
-"""``clickstream train`` and ``clickstream evaluate`` (TensorFlow is imported only when they run)."""
+"""``clickstream train``, ``evaluate`` and ``explain`` (TensorFlow is imported only when they run)."""
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import click
 
-from cli.options import env_option, log_format_options
+from cli.options import env_option, iter_logs, log_format_options
+from core.errors import InputError
 from core.settings import DEFAULT_MODEL_DIR
-from model.config import TrainConfig
+from model.config import NetworkConfig, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -120,3 +122,75 @@ def evaluate(logs: tuple[str, ...], fmt: str, mapping: str | None,
     click.echo(f"written to {out_dir}/ (report.md, metrics.json, comparison.png)")
 
 
+
+
+@click.command()
+@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@log_format_options
+@env_option("--model", "model_dir", env="CLICKSTREAM_MODEL_DIR", default=DEFAULT_MODEL_DIR, show_default=True,
+            type=click.Path(file_okay=False), help="Model artifact folder.")
+@env_option("--user", env="CLICKSTREAM_EXPLAIN_USER", required=True,
+            help="User id whose window to explain: the newest N events of this user in LOGS, as the worker keeps them.")
+@env_option("--plot", env="CLICKSTREAM_EXPLAIN_PLOT", type=click.Path(dir_okay=False),
+            help="Also write the attributions as a PNG chart here (needs the plots extra).")
+@env_option("--top", env="CLICKSTREAM_EXPLAIN_TOP", type=click.IntRange(1, 50), default=5, show_default=True,
+            help="Predicted categories to print.")
+def explain(logs: tuple[str, ...], fmt: str, mapping: str | None, model_dir: str, user: str, plot: str | None,
+            top: int) -> None:
+    """Explain the model's prediction for one user's window of events in LOGS.
+
+    \b
+    Prints the predicted categories, then what drove the top one:
+    - per event, the drop of its score when the event is masked (its category replaced by one never seen,
+      its type by view; occlusion) and the probability the pointer copied from it (attention);
+    - per feature group, the drop when all categories, all event types or all time gaps are neutralised.
+    All variants of the window are predicted in one call. A positive number means the event (or group)
+    raised the top category's score.
+    """
+    from model.artifact import read_manifest
+    from model.explain import (
+        DRIVERS_PER_PREDICTION,
+        GROUP_MEANINGS,
+        GROUPS,
+        explain_window,
+        plot_explanation,
+        require_plots,
+    )
+    from model.predictor import Predictor
+    from streams.window import UserWindow
+
+    if plot:
+        require_plots()  # before reading logs and loading the model, not after
+    clicks = [c for c in iter_logs(logs, fmt, mapping, strict=False, id_prefix=None, reports=[]) if c.user_id == user]
+    if not clicks:
+        raise InputError(f"user {user!r} has no events in {', '.join(logs)}")
+    n = NetworkConfig.from_json(read_manifest(model_dir)["network"]).window_length
+    window = UserWindow.empty()  # the user's window as the worker keeps it: the newest n events, by event time
+    for c in clicks:
+        window.add(c.event_id, c.category_id, c.event_type, c.event_time_ms, n)
+    # one call: the window, each event masked, each group neutralised; top_k large enough to find the top
+    # category in every variant; no XLA for a single call
+    predictor = Predictor(model_dir, batch_sizes=(len(window) + 1 + len(GROUPS),), lengths=(len(window),),
+                          top_k=100, drivers=DRIVERS_PER_PREDICTION, jit_compile=False, warm=False)
+    result = explain_window(predictor.predict, window.model_window())
+    click.echo(f"user {user}: {len(clicks)} events in the log; the window holds the newest {len(window)} "
+               f"(model {predictor.version}, N={predictor.window_length})")
+    click.echo("predicted next categories: " + ", ".join(f"{c} {s:.3f}" for c, s in result.top_categories[:top]))
+    click.echo(f"why {result.category} (score {result.score:.3f}): its score minus its score with the event masked "
+               f"(occlusion), and the probability the pointer copied from the event to its own category")
+    width = max(8, *(len(e.category_id) for e in result.events))
+    click.echo(f"  {'pos':>4}  {'time (UTC)':<19}  {'category':<{width}}  {'type':<16}  {'occlusion':>9}  {'pointer':>7}")
+    for e in result.events:
+        when = datetime.fromtimestamp(e.event_time_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        mark = "  <- top category" if e.category_id == result.category else ""
+        copied = f"{e.copied:7.3f}" if e.copied is not None else f"{'-':>7}"
+        click.echo(f"  {e.position:>4}  {when:<19}  {e.category_id:<{width}}  {e.event_type:<16}  "
+                   f"{e.occlusion:+9.3f}  {copied}{mark}")
+    click.echo("feature groups, the score's drop when neutralised:")
+    for name, value in result.groups.items():
+        click.echo(f"  {name:<10}  {value:+9.3f}  {GROUP_MEANINGS[name]}")
+    drivers = ", ".join(f"position {d.position} ({d.event_type}) {d.weight:.3f}" for d in result.drivers)
+    click.echo(f"drivers (what a prediction carries with explain_predictions): {drivers or 'none, not copied'}")
+    if plot:
+        plot_explanation(result, plot, f"user {user}")
+        click.echo(f"plot written to {plot}")

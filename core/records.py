@@ -62,6 +62,21 @@ class Timing:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Driver:
+    """A window event that drove a prediction's top category: the probability the pointer copied from it."""
+
+    position: int  # in the window the prediction was made from, 0 = its oldest event
+    category_id: str
+    event_type: str
+    event_time_ms: int
+    weight: float  # (1 - gate) x attention of this event: its share of the top category's network probability
+
+    def to_avro(self) -> dict[str, Any]:
+        return {"position": self.position, "category_id": self.category_id, "event_type": self.event_type,
+                "event_time_ms": self.event_time_ms, "weight": self.weight}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Prediction:
     """The predicted next intent of a user, made right after one of their clicks (``prediction.avsc``)."""
 
@@ -77,6 +92,7 @@ class Prediction:
     purchase_probability: float
     window_length: int
     timing: Timing | None = None
+    drivers: tuple[Driver, ...] | None = None  # only when the worker explains its predictions
 
     def to_avro(self) -> dict[str, Any]:
         return {"event_id": self.event_id, "user_id": self.user_id, "event_time_ms": self.event_time_ms,
@@ -84,16 +100,18 @@ class Prediction:
                 "top_categories": [{"category_id": c, "score": s} for c, s in self.top_categories],
                 "next_event_type": dict(self.next_event_type),
                 "purchase_probability": self.purchase_probability, "window_length": self.window_length,
-                "timing": self.timing.to_avro() if self.timing is not None else None}
+                "timing": self.timing.to_avro() if self.timing is not None else None,
+                "drivers": [d.to_avro() for d in self.drivers] if self.drivers is not None else None}
 
     @classmethod
     def from_avro(cls, d: Mapping[str, Any]) -> Prediction:
-        timing = d.get("timing")
+        timing, drivers = d.get("timing"), d.get("drivers")
         return cls(event_id=d["event_id"], user_id=d["user_id"], event_time_ms=d["event_time_ms"],
                    predicted_at_ms=d["predicted_at_ms"], model_version=d["model_version"],
                    top_categories=tuple((t["category_id"], t["score"]) for t in d["top_categories"]),
                    next_event_type=d["next_event_type"], purchase_probability=d["purchase_probability"],
-                   window_length=d["window_length"], timing=Timing(**timing) if timing else None)
+                   window_length=d["window_length"], timing=Timing(**timing) if timing else None,
+                   drivers=tuple(Driver(**x) for x in drivers) if drivers is not None else None)
 
     def to_json(self) -> dict[str, Any]:
         """The Avro record as plain JSON (what ``clickstream subscribe`` prints)."""

@@ -23,6 +23,9 @@ CLICKSTREAM_MODEL_DIR      trained model artifact folder (``artifacts/model``); 
 CLICKSTREAM_INFERENCE_THREADS  TensorFlow intra-op threads for the predictor (2)
 CLICKSTREAM_PREDICTOR_BATCH_SIZES  batch shapes compiled and warmed at start (``8,64,512``)
 CLICKSTREAM_PREDICTOR_LENGTHS  window-length shapes besides the model's N (``16``)
+CLICKSTREAM_EXPLAIN_PREDICTIONS  each prediction carries the window events that drove its top category
+                           (``drivers``: the pointer's attention); ``false`` by default, it costs some
+                           throughput (``python -m benchmarks predictor --drivers``)
 CLICKSTREAM_MODEL_POLL_S   how often the worker looks for a new model version at MODEL_DIR (30; 0: never)
 CLICKSTREAM_WEB_BIND       address the worker's web server listens on (``127.0.0.1``; ``0.0.0.0`` in a pod)
 CLICKSTREAM_WEB_PORT       its port (6066): /metrics, /live, /ready, /users/{id}/intent
@@ -59,6 +62,7 @@ DEFAULT_MODEL_DIR = "artifacts/model"
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 WireFormat = Literal["bare", "single-object"]
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +84,7 @@ class Settings:
     inference_threads: int = 2
     predictor_batch_sizes: tuple[int, ...] = (8, 64, 512)
     predictor_lengths: tuple[int, ...] = (16,)
+    explain_predictions: bool = False
     session_timeout_s: int = 10
     model_poll_s: int = 30
     web_bind: str = "127.0.0.1"
@@ -226,6 +231,13 @@ def _coerce(name: str, raw: Any, hint: Any) -> Any:
         if value not in literal_choices:
             raise ConfigError(f"{name} must be one of {', '.join(literal_choices)}, got {value!r}")
         return value
+    if base is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
     try:
         if base is int:
             if isinstance(raw, bool):

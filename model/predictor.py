@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 
 from core.errors import ModelError
+from core.records import Driver
 from model.artifact import WEIGHTS, read_manifest
 from model.baselines import StoredBaselines
 from model.config import NetworkConfig
+from model.explain import batch_drivers
 from model.features import N_STEP_FEATURES, OOV, FeatureSpec, encode_windows, window_index
 from model.mix import rank as mixed_rank
 from model.network import build_network
@@ -49,6 +51,10 @@ class BatchPrediction:
     window_lengths: np.ndarray  # (B,)
     event_types: tuple[str, ...]
     network_top: list[list[tuple[str, float]]] | None = None  # the network's own ranking, before the mix
+    # with Predictor(drivers=k): per window, the probability the pointer copied from each of its newest
+    # window_lengths[i] events, (1 - gate) x attention, and the k events that drove the top category
+    copy_weights: list[np.ndarray] | None = None
+    drivers: list[tuple[Driver, ...]] | None = None
 
 
 NETWORK_CANDIDATES = 30
@@ -59,11 +65,16 @@ def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:
 
 
 class Predictor:
-    """Loads an artifact folder and predicts batches of windows."""
+    """Loads an artifact folder and predicts batches of windows.
+
+    With ``drivers`` > 0 each prediction also carries the pointer's copy weights and the ``drivers`` window
+    events that drove its top category (``model/explain.py``); the compiled functions then return the
+    attention too, which the default (0) leaves out.
+    """
 
     def __init__(self, model_dir: str | Path, *, batch_sizes: Sequence[int] = (1, 8, 32, 128, 512),
                  lengths: Sequence[int] = (8, 16, 32), top_k: int = 10, threads: int | None = None,
-                 jit_compile: bool = True, warm: bool = True) -> None:
+                 jit_compile: bool = True, warm: bool = True, drivers: int = 0) -> None:
         tf = import_tensorflow()
         if threads:
             try:
@@ -78,6 +89,7 @@ class Predictor:
         self.spec = FeatureSpec.from_json(self.manifest["features"])
         self.window_length = self.config.window_length
         self.top_k = top_k
+        self.drivers = drivers
         # the network proposes more candidates than it shows: the mix with the stored baselines re-ranks them
         self.network_k = max(1, min(max(top_k, NETWORK_CANDIDATES), len(self.spec.categories)))
         try:
@@ -109,7 +121,8 @@ class Predictor:
                 gen, tf.stack([rows, category], axis=-1), tf.where(in_vocab, copy, 0.0))
             top = tf.math.top_k(scores, k=k)
             oov_copy = tf.where(category == OOV, copy, 0.0)
-            return top.indices, top.values, oov_copy, out["event_type"], out["purchase"][:, 0]
+            served = (top.indices, top.values, oov_copy, out["event_type"], out["purchase"][:, 0])
+            return (*served, copy) if drivers else served
 
         self._functions: dict[tuple[int, int], Any] = {}
         for length in self.lengths:
@@ -145,6 +158,8 @@ class Predictor:
         n_types = len(self.spec.event_types)
         types = np.zeros((n, n_types), dtype=np.float32)
         purchase = np.zeros(n, dtype=np.float32)
+        copies = [np.zeros(0, dtype=np.float32)] * n if self.drivers else None
+        steps: list[tuple[np.ndarray, ...]] = []  # with drivers: per chunk, its rows and their steps
         # each length bucket runs on its own: short windows never pay for the longest one in the batch
         bucket_of = np.searchsorted(np.asarray(self.lengths), lengths)
         largest = self.batch_sizes[-1]
@@ -153,7 +168,7 @@ class Predictor:
             for chunk_start in range(0, len(rows), largest):
                 chunk = rows[chunk_start: chunk_start + largest]
                 self._predict_rows([windows[i] for i in chunk], chunk, lengths[chunk], network_top, types,
-                                   purchase)
+                                   purchase, copies, steps)
         network_only = not any(w for name, w in self.baselines.mix.items() if name != "network")
         for i in np.flatnonzero(lengths > 0):
             if network_only:  # the same ranking as the mix with all weight on the network, without its cost
@@ -167,10 +182,17 @@ class Predictor:
                 top[i] = network_top[i] = list(prior_cats)
                 types[i] = prior_types
                 purchase[i] = prior_purchase
-        return BatchPrediction(top, types, purchase, lengths, self.spec.event_types, network_top)
+        drivers: list[tuple[Driver, ...]] | None = None
+        if copies is not None:
+            drivers = [()] * n
+            for rows, *chunk in steps:  # against the final top category, the mix's
+                for i, found in zip(rows, batch_drivers([top[i][0][0] for i in rows], *chunk, self.drivers)):
+                    drivers[i] = found
+        return BatchPrediction(top, types, purchase, lengths, self.spec.event_types, network_top, copies, drivers)
 
     def _predict_rows(self, windows: list[Window], rows: np.ndarray, lengths: np.ndarray,
-                      top: list[list[tuple[str, float]]], types: np.ndarray, purchase: np.ndarray) -> None:
+                      top: list[list[tuple[str, float]]], types: np.ndarray, purchase: np.ndarray,
+                      copies: list[np.ndarray] | None, steps: list[tuple[np.ndarray, ...]]) -> None:
         b = len(windows)
         batch = next(s for s in self.batch_sizes if s >= b)
         length = next(t for t in self.lengths if t >= lengths.max())
@@ -186,8 +208,15 @@ class Predictor:
         # hash(): equal raw ids get equal codes within this process, which is all the features compare
         codes = np.fromiter(map(hash, flat_cats), dtype=np.int64, count=len(flat_cats))
         x = encode_windows(self.spec.category_index(flat_cats), codes, flat_types, flat_times, index, self.spec)
-        idx, scores, oov_copy, event_type, buy = self._functions[(batch, length)](
+        idx, scores, oov_copy, event_type, buy, *copy = self._functions[(batch, length)](
             x["category"], x["event_type"], x["steps"])
+        if copies is not None:
+            weights = copy[0].numpy()[:b]
+            for r in range(b):  # left padding: a window's events are the last lengths[r] steps
+                copies[rows[r]] = weights[r, length - lengths[r]:]
+            valid, safe = index[:b] >= 0, np.maximum(index[:b], 0)
+            first = np.fromiter((len(w) for w in windows), dtype=np.int64, count=b) - length
+            steps.append((rows, np.where(valid, codes[safe], -1), weights, flat_types[safe], flat_times[safe], first))
         idx, scores, oov_copy = idx.numpy()[:b], scores.numpy()[:b], oov_copy.numpy()[:b]
         types[rows] = event_type.numpy()[:b]
         purchase[rows] = buy.numpy()[:b]

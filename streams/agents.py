@@ -32,11 +32,13 @@ runtime = Runtime()  # this worker's predictor and batch processor, shared with 
 
 def load_predictor(first: bool = True) -> Any:
     # TensorFlow loads here, when the agent starts, not when the app module is imported
+    from model.explain import DRIVERS_PER_PREDICTION
     from model.predictor import Predictor
 
     predictor = Predictor(settings.model_dir, top_k=settings.top_k,
                           threads=settings.inference_threads if first else None,  # fixed once per process
-                          batch_sizes=settings.predictor_batch_sizes, lengths=settings.predictor_lengths)
+                          batch_sizes=settings.predictor_batch_sizes, lengths=settings.predictor_lengths,
+                          drivers=DRIVERS_PER_PREDICTION if settings.explain_predictions else 0)
     log.info("model %s loaded from %s; %d shapes warmed in %.1fs", predictor.version, settings.model_dir,
              len(predictor.batch_sizes) * len(predictor.lengths), predictor.warm_s)
     return predictor

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.errors import DecodeError
-from core.records import Click, Prediction, Timing
+from core.records import Click, Driver, Prediction, Timing
 from model.window import Window
 from schemas.codec import RecordCodec
 from streams.window import UserWindow
@@ -86,6 +86,7 @@ class BatchPredictionLike(Protocol):
     purchase_probability: np.ndarray
     window_lengths: np.ndarray
     event_types: tuple[str, ...]
+    drivers: list[tuple[Driver, ...]] | None  # only from a predictor asked for them (explain_predictions)
 
 
 class SystemicFailure(RuntimeError):
@@ -204,18 +205,21 @@ def update_windows(clicks: Sequence[Click], load: Callable[[bytes], bytes | None
 
 def predictions_of(clicks: Sequence[Click], batch: BatchPredictionLike, model_version: str,
                    predicted_at_ms: int, timings: Sequence[Timing | None]) -> list[Prediction]:
-    """One Prediction per click, in click order: the one place a Prediction is built."""
+    """One Prediction per click, in click order: the one place a Prediction is built. It carries the events
+    that drove its top category when the predictor gives them (``CLICKSTREAM_EXPLAIN_PREDICTIONS``)."""
     # 'unknown' is never a training target: the distribution over the real types is renormalised to 1
     known = [j for j, n in enumerate(batch.event_types) if n != "unknown"]
     names = [batch.event_types[j] for j in known]
     probs = batch.event_type_probs[:, known]
     probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+    drivers = batch.drivers
     return [Prediction(event_id=click.event_id, user_id=click.user_id, event_time_ms=click.event_time_ms,
                        predicted_at_ms=predicted_at_ms, model_version=model_version,
                        top_categories=tuple(batch.top_categories[i]),
                        next_event_type=dict(zip(names, probs[i].tolist())),
                        purchase_probability=float(batch.purchase_probability[i]),
-                       window_length=int(batch.window_lengths[i]), timing=timings[i])
+                       window_length=int(batch.window_lengths[i]), timing=timings[i],
+                       drivers=drivers[i] if drivers is not None else None)
             for i, click in enumerate(clicks)]
 
 

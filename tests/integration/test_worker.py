@@ -173,3 +173,34 @@ def test_second_worker_takes_over_with_windows_from_the_changelog(
     expected = expected_windows(clicks, 50)
     recovered = changelog_windows(settings)
     assert {u: as_tuple(w) for u, w in recovered.items()} == {u: as_tuple(w) for u, w in expected.items()}
+
+
+def test_explained_predictions_carry_the_events_that_drove_their_top_category(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    from core.events import EVENT_TYPES
+    from streams.window import UserWindow
+
+    clicks = sample_clicks(2_000, f"explain-{settings.app_id}")
+    worker = worker_for(dataclasses.replace(settings, explain_predictions=True), worker_model, tmp_path / "state")
+    try:
+        worker.start()
+        produce(settings, clicks)
+        found = predictions_by_event(settings, (c.event_id for c in clicks))
+    finally:
+        worker.stop(signal.SIGTERM)
+    windows: dict[str, UserWindow] = {}
+    explained = 0
+    for c in clicks:  # each click's window as the worker had it: the user's clicks so far, newest 50
+        window = windows.setdefault(c.user_id, UserWindow.empty())
+        window.add(c.event_id, c.category_id, c.event_type, c.event_time_ms, 50)
+        (p,) = found[c.event_id]
+        top = p.top_categories[0][0]
+        assert p.drivers is not None, "with explain_predictions every prediction carries its drivers"
+        assert len(p.drivers) == min(3, window.categories.count(top))
+        for d in p.drivers:
+            assert (d.category_id, window.categories[d.position]) == (top, top)
+            assert (d.event_type, d.event_time_ms) == (EVENT_TYPES[window.event_types[d.position]],
+                                                       window.times_ms[d.position])
+        assert [d.weight for d in p.drivers] == sorted((d.weight for d in p.drivers), reverse=True)
+        explained += bool(p.drivers)
+    assert explained > len(clicks) / 4, f"only {explained} of {len(clicks)} top categories were in the window"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.records import Click, Prediction
+from core.records import Click, Driver, Prediction
 from model.window import Window
 from schemas.codec import RecordCodec
 from streams.batch import (
@@ -37,22 +37,28 @@ class Batch:
     purchase_probability: np.ndarray
     window_lengths: np.ndarray
     event_types: tuple[str, ...] = TYPES
+    drivers: list[tuple[Driver, ...]] | None = None
 
 
 class RepeatLast:
     """A stand-in predictor: the newest category of the window, all event types equally likely; it raises
-    on windows whose newest category is ``poison`` (a window the real network could fail on)."""
+    on windows whose newest category is ``poison`` (a window the real network could fail on). With
+    ``drivers`` it names, as a predictor asked for drivers does, the window's events of the top category."""
 
-    def __init__(self) -> None:
+    def __init__(self, drivers: bool = False) -> None:
         self.calls = 0
+        self.drivers = drivers
 
     def predict(self, windows: Sequence[Window]) -> Batch:
         self.calls += 1
         if any(w.categories[-1] == "poison" for w in windows):
             raise ValueError("cannot predict poison")
         n = len(windows)
+        drivers = [tuple(Driver(i, c, "view", int(w.times_ms[i]), 2.0 ** (i + 1 - len(w)))
+                         for i, c in reversed(list(enumerate(w.categories))) if c == w.categories[-1])
+                   for w in windows] if self.drivers else None
         return Batch([[(w.categories[-1], 1.0)] for w in windows], np.full((n, len(TYPES)), 1 / len(TYPES)),
-                     np.full(n, 0.25), np.array([len(w) for w in windows]))
+                     np.full(n, 0.25), np.array([len(w) for w in windows]), drivers=drivers)
 
 
 def click(event_id: str, user: str = "u", category: str = "c", t: int = NOW_MS) -> Click:
@@ -108,6 +114,22 @@ def test_a_batch_becomes_predictions_dead_letters_rekeys_and_window_writes() -> 
     assert processor.stream_time_ms == NOW_MS + 1
     c = processor.counters
     assert (c.clicks, c.predictions, c.dead_letters, c.rekeyed, c.batches) == (6, 4, 1, 1, 1)
+
+
+def test_predictions_carry_the_drivers_only_when_the_predictor_gives_them() -> None:
+    messages = [keyed(click("a", category="x", t=NOW_MS - 2), 0), keyed(click("b", category="y", t=NOW_MS - 1), 1),
+                keyed(click("c", category="x"), 2), keyed(click("d", user="w", category="q"), 3)]
+    result, _ = run(messages, {}, RepeatLast(drivers=True))
+    predictions = [PREDICTION.decode(p.value) for p in result.predictions]
+    # the stand-in's drivers of each window's top (newest) category, through the Avro codec and back
+    assert [p.drivers for p in predictions] == [
+        (Driver(0, "x", "view", NOW_MS - 2, 1.0),),
+        (Driver(1, "y", "view", NOW_MS - 1, 1.0),),
+        (Driver(2, "x", "view", NOW_MS, 1.0), Driver(0, "x", "view", NOW_MS - 2, 0.25)),
+        (Driver(0, "q", "view", NOW_MS, 1.0),)]
+    # a predictor not asked for drivers: the field stays null, as in every prediction before it existed
+    result, _ = run(messages, {}, RepeatLast())
+    assert all(PREDICTION.decode(p.value).drivers is None for p in result.predictions)
 
 
 def test_oversized_messages_are_dead_lettered_within_the_producer_limit() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import string
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import DecodeError
-from schemas.codec import AvroCodec, single_object_fingerprint
+from schemas.codec import SCHEMA_DIR, AvroCodec, load_schema, single_object_fingerprint
 
 ids = st.text(min_size=1, max_size=40)
 longs = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -34,6 +35,9 @@ predictions = st.fixed_dictionaries({
     "timing": st.none() | st.fixed_dictionaries({
         "batch_size": st.integers(min_value=0, max_value=2**31 - 1), "batch_wait_ms": float32s,
         "window_ms": float32s, "inference_ms": float32s}),
+    "drivers": st.none() | st.lists(st.fixed_dictionaries({
+        "position": st.integers(min_value=0, max_value=2**31 - 1), "category_id": ids, "event_type": ids,
+        "event_time_ms": longs, "weight": float32s}), max_size=3),
 })
 
 CLICK = AvroCodec("click")
@@ -119,3 +123,24 @@ def test_single_object_messages_of_older_and_newer_writers_are_resolved() -> Non
         AvroCodec("click").decode(newer)
     # bare messages still read as before
     assert reader.decode(CLICK.encode(click)) == click
+
+
+def test_predictions_with_drivers_and_readers_of_the_previous_version_understand_each_other() -> None:
+    from core.records import Driver, Prediction
+    from schemas.codec import RecordCodec
+
+    previous = fastavro.parse_schema(json.loads((SCHEMA_DIR / "history" / "prediction.v2.avsc").read_text()))
+    prediction = Prediction(event_id="e", user_id="u", event_time_ms=1, predicted_at_ms=2, model_version="m",
+                            top_categories=(("c7", 0.5),), next_event_type={"view": 1.0}, purchase_probability=0.25,
+                            window_length=3, drivers=(Driver(2, "c7", "cart", 1, 0.375), Driver(0, "c7", "view", 0, 0.125)))
+    codec = RecordCodec(Prediction, single_object=True)
+    new = codec.encode(prediction)
+    assert codec.decode(new) == prediction
+    # a consumer still on v2 reads the new message: the drivers are skipped
+    old_view = fastavro.schemaless_reader(io.BytesIO(new[10:]), load_schema("prediction"), previous)
+    assert "drivers" not in old_view and old_view["top_categories"] == [{"category_id": "c7", "score": 0.5}]
+    # and this reader reads a v2 producer's message, by its fingerprint: no drivers
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, previous, {k: v for k, v in prediction.to_avro().items() if k != "drivers"})
+    old = b"\xc3\x01" + single_object_fingerprint(previous) + body.getvalue()
+    assert codec.decode(old) == dataclasses.replace(prediction, drivers=None)

@@ -37,6 +37,14 @@ def test_each_version_reads_the_previous_one(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["click", "prediction"])
+def test_each_version_is_read_by_the_previous_one(name: str) -> None:
+    """Forward compatibility: consumers still on the older schema read what the newer one writes."""
+    paths = versions(name)
+    for older, newer in zip(paths, paths[1:]):
+        assert compatible(load(older), load(newer)), f"{older.name} cannot read data written with {newer.name}"
+
+
+@pytest.mark.parametrize("name", ["click", "prediction"])
 def test_checker_rejects_a_breaking_change(name: str) -> None:
     """Guards the check above: a new required field without default must be reported as incompatible."""
     current = load(SCHEMAS / f"{name}.avsc")

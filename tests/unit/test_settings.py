@@ -62,3 +62,16 @@ def test_settings_are_frozen() -> None:
 def test_to_env_reproduces_the_settings() -> None:
     s = Settings(broker="b:1", app_id="x", predictor_batch_sizes=(8, 64), schema_id_click=3, state_dir="/s")
     assert load_settings(env=s.to_env()) == s
+
+
+def test_explain_predictions_is_a_switch_off_by_default(tmp_path: Path) -> None:
+    assert Settings().explain_predictions is False
+    assert load_settings(env={"CLICKSTREAM_EXPLAIN_PREDICTIONS": "true"}).explain_predictions is True
+    assert load_settings(env={"CLICKSTREAM_EXPLAIN_PREDICTIONS": "0"}).explain_predictions is False
+    config = tmp_path / "settings.yaml"
+    config.write_text("explain_predictions: yes\n")  # YAML's own boolean
+    assert load_settings(config, env={}).explain_predictions is True
+    with pytest.raises(ConfigError, match="explain_predictions must be true or false, got 'maybe'"):
+        load_settings(env={"CLICKSTREAM_EXPLAIN_PREDICTIONS": "maybe"})
+    s = Settings(explain_predictions=True)
+    assert load_settings(env=s.to_env()) == s
