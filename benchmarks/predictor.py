@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows, ["batch", "length", "windows/s"]))
     best = next(r for r in results if r["batch"] == 256 and r["length"] == n)["windows_per_s"]
     print(f"batch 256, N={n}: {best:,.0f} windows/s = {best / per_window:,.0f}x model.predict per window "
-          f"({per_window:.1f}/s); warm-up of {len(predictor.batch_sizes) * len(predictor.lengths)} shapes "
+          f"({per_window:.1f}/s); warm-up of {predictor.shapes_total} shapes "
           f"took {predictor.warm_s:.1f}s")
     write_results("predictor", {"model": str(path), "model_version": predictor.version, "jit": not args.no_jit,
                                 "results": results, "model_predict_per_window_per_s": per_window,

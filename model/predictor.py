@@ -74,7 +74,7 @@ class Predictor:
 
     def __init__(self, model_dir: str | Path, *, batch_sizes: Sequence[int] = (1, 8, 32, 128, 512),
                  lengths: Sequence[int] = (8, 16, 32), top_k: int = 10, threads: int | None = None,
-                 jit_compile: bool = True, warm: bool = True, drivers: int = 0) -> None:
+                 jit_compile: bool = True, warm: bool | str = True, drivers: int = 0) -> None:
         tf = import_tensorflow()
         if threads:
             try:
@@ -132,16 +132,41 @@ class Predictor:
                 signature_b = [tf.TensorSpec((batch, *s.shape[1:]), s.dtype) for s in signature]
                 self._functions[(batch, length)] = tf.function(serve, input_signature=signature_b,
                                                                jit_compile=jit_compile, reduce_retracing=False)
-        self.warm_s = self.warm() if warm else 0.0
+        # the shapes a batch may use: all of them (each compiled on first use) unless warming says otherwise
+        self._usable: set[tuple[int, int]] = set(self._functions)
+        if warm == "first":  # serve at once on the one shape any batch fits; warm_rest() compiles the others
+            self._usable = set()
+            self.warm_s = self.warm([(self.batch_sizes[-1], self.lengths[-1])])
+        else:
+            self.warm_s = self.warm() if warm else 0.0
 
-    def warm(self) -> float:
-        """Trace and compile every (batch, length) shape once; returns the seconds it took."""
+    @property
+    def shapes_warm(self) -> int:
+        return len(self._usable)
+
+    @property
+    def shapes_total(self) -> int:
+        return len(self._functions)
+
+    def warm(self, shapes: Sequence[tuple[int, int]] | None = None) -> float:
+        """Trace and compile these (batch, length) shapes (default: all) and let batches use them; returns the
+        seconds it took. Each shape costs ~4 s of compiling on the 2-core build machine."""
         start = time.perf_counter()
-        for (batch, length), fn in self._functions.items():
+        for batch, length in shapes if shapes is not None else list(self._functions):
             zeros = np.zeros((batch, length), dtype=np.int32)
             zeros[:, -1] = 1
-            fn(zeros, zeros, np.zeros((batch, length, N_STEP_FEATURES), dtype=np.float32))
+            self._functions[(batch, length)](zeros, zeros, np.zeros((batch, length, N_STEP_FEATURES), dtype=np.float32))
+            self._usable.add((batch, length))
         return time.perf_counter() - start
+
+    def warm_rest(self) -> float:
+        """Compile the shapes that ``warm="first"`` left out (safe beside predictions in another thread: until a
+        shape is warm, its batches are padded to a larger warm one)."""
+        return self.warm([shape for shape in self._functions if shape not in self._usable])
+
+    def _shape_for(self, rows: int, length: int) -> tuple[int, int]:
+        """The cheapest usable (batch, length) shape that holds ``rows`` windows of ``length`` steps."""
+        return min(((b, t) for b, t in self._usable if b >= rows and t >= length), key=lambda s: (s[0] * s[1], s))
 
     def _prior_prediction(self) -> tuple[list[tuple[str, float]], np.ndarray, float]:
         prior = self.manifest["prior"]
@@ -161,7 +186,7 @@ class Predictor:
         copies = [np.zeros(0, dtype=np.float32)] * n if self.drivers else None
         steps: list[tuple[np.ndarray, ...]] = []  # with drivers: per chunk, its rows and their steps
         # each length bucket runs on its own: short windows never pay for the longest one in the batch
-        bucket_of = np.searchsorted(np.asarray(self.lengths), lengths)
+        bucket_of = np.searchsorted(np.asarray(sorted({t for _, t in self._usable})), lengths)
         largest = self.batch_sizes[-1]
         for bucket in np.unique(bucket_of[lengths > 0]):
             rows = np.flatnonzero((bucket_of == bucket) & (lengths > 0))
@@ -194,8 +219,7 @@ class Predictor:
                       top: list[list[tuple[str, float]]], types: np.ndarray, purchase: np.ndarray,
                       copies: list[np.ndarray] | None, steps: list[tuple[np.ndarray, ...]]) -> None:
         b = len(windows)
-        batch = next(s for s in self.batch_sizes if s >= b)
-        length = next(t for t in self.lengths if t >= lengths.max())
+        batch, length = self._shape_for(b, int(lengths.max()))
         # flat columns of the windows' newest `length` events, then the one feature function
         cats = [w.categories[len(w.categories) - k:] for w, k in zip(windows, lengths)]
         flat_cats = np.fromiter(itertools.chain.from_iterable(cats), dtype=object, count=int(lengths.sum()))

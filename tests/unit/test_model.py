@@ -119,6 +119,22 @@ def test_predictor_equals_the_keras_model_called_directly(artifact: Path) -> Non
 
 
 @pytest.mark.slow
+def test_a_predictor_warmed_on_one_shape_serves_the_same_predictions_at_once(artifact: Path) -> None:
+    """The worker warms one shape before it serves and compiles the others beside the predictions."""
+    seqs = [["c1", "c2"], ["c5", "c6", "c7", "c8", "c9", "c0", "c1"], ["c3"], ["new", "c2", "new"]]
+    full = Predictor(artifact, batch_sizes=(4, 16), lengths=(4, 8), top_k=3)
+    lazy = Predictor(artifact, batch_sizes=(4, 16), lengths=(4, 8), top_k=3, warm="first")
+    assert (full.shapes_warm, lazy.shapes_warm) == (4, 1)
+    assert lazy._shape_for(2, 3) == (16, 8)  # padded to the one warm shape
+    padded = lazy.predict(windows_of(seqs))
+    assert lazy.warm_rest() > 0 and lazy.shapes_warm == 4 and lazy._shape_for(2, 3) == (4, 4)
+    for result in (padded, lazy.predict(windows_of(seqs))):
+        expected = full.predict(windows_of(seqs))
+        assert [[c for c, _ in row] for row in result.top_categories] == \
+            [[c for c, _ in row] for row in expected.top_categories]
+        np.testing.assert_allclose(result.purchase_probability, expected.purchase_probability, rtol=1e-4, atol=1e-6)
+
+
 def test_artifact_moves_and_reloads_with_the_same_predictions(artifact: Path, tmp_path: Path) -> None:
     seqs = windows_of([["c1", "c2", "c3"], ["c7"], ["unseen", "unseen", "c2"]])
     empty = Window([], np.zeros(0, dtype=np.int8), np.zeros(0, dtype=np.int64))
