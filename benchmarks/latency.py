@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     s = run_settings("lat")
     ensure_topics(s, [s.clicks_topic, s.predictions_topic, s.dead_letter_topic])
     state = Path(".state/bench") / s.app_id
-    worker = WorkerProcess(worker_env(s, model, state / "data"), state / "worker.log").start()
+    # every predictor shape compiled before the first click: steady-state latency, not the warm-up
+    env = worker_env(s, model, state / "data", CLICKSTREAM_PREDICTOR_WARM="all")
+    worker = WorkerProcess(env, state / "worker.log").start()
     results, sent = [], 0
     try:
         for rate in rates:

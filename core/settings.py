@@ -62,6 +62,7 @@ DEFAULT_MODEL_DIR = "artifacts/model"
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 WireFormat = Literal["bare", "single-object"]
+PredictorWarm = Literal["first", "all"]
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -84,6 +85,9 @@ class Settings:
     inference_threads: int = 2
     predictor_batch_sizes: tuple[int, ...] = (8, 64, 512)
     predictor_lengths: tuple[int, ...] = (16,)
+    # "first": serve once the one shape every batch fits is compiled (~4 s), compile the rest beside the first
+    # batches (faster restarts); "all": compile every shape before serving (steady latency from the first click)
+    predictor_warm: PredictorWarm = "first"
     explain_predictions: bool = False
     session_timeout_s: int = 10
     model_poll_s: int = 30

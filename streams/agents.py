@@ -35,22 +35,23 @@ def load_predictor(first: bool = True) -> Any:
     from model.explain import DRIVERS_PER_PREDICTION
     from model.predictor import Predictor
 
-    # at start one shape is warmed before serving (~4 s; batches pad to it until the others, compiled beside
-    # them by warm_the_rest, are warm); a model rolled out later is loaded beside the serving one, warmed whole
+    # at start (predictor_warm "first") one shape is warmed before serving (~4 s; batches pad to it until the others,
+    # compiled beside them by warm_the_rest, are warm); a model rolled out later is loaded beside the serving one and
+    # warmed whole
     predictor = Predictor(settings.model_dir, top_k=settings.top_k,
                           threads=settings.inference_threads if first else None,  # fixed once per process
                           batch_sizes=settings.predictor_batch_sizes, lengths=settings.predictor_lengths,
                           drivers=DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
-                          warm="first" if first else True)
+                          warm="first" if first and settings.predictor_warm == "first" else True)
     log.info("model %s loaded from %s; %d of %d shapes warmed in %.1fs", predictor.version, settings.model_dir,
              predictor.shapes_warm, predictor.shapes_total, predictor.warm_s)
     return predictor
 
 
 def warm_the_rest(predictor: Any) -> None:
-    if predictor.shapes_warm < predictor.shapes_total:
-        seconds = predictor.warm_rest()
-        log.info("model %s: all %d shapes warm (%.1fs more)", predictor.version, predictor.shapes_total, seconds)
+    seconds = predictor.warm_rest()
+    log.info("model %s: every shape compiled (%d shapes, %.1fs more)", predictor.version, predictor.shapes_total,
+             seconds)
 
 
 def stop_unacknowledged(exc: BaseException) -> None:
