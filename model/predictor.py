@@ -64,6 +64,13 @@ def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:
     return tuple(sorted({min(v, cap) for v in values} | {cap}))
 
 
+def _call_with_zeros(function: Any, shape: tuple[int, int]) -> None:
+    batch, length = shape
+    zeros = np.zeros((batch, length), dtype=np.int32)
+    zeros[:, -1] = 1
+    function(zeros, zeros, np.zeros((batch, length, N_STEP_FEATURES), dtype=np.float32))
+
+
 class Predictor:
     """Loads an artifact folder and predicts batches of windows.
 
@@ -124,25 +131,34 @@ class Predictor:
             served = (top.indices, top.values, oov_copy, out["event_type"], out["purchase"][:, 0])
             return (*served, copy) if drivers else served
 
-        self._functions: dict[tuple[int, int], Any] = {}
+        self._functions: dict[tuple[int, int], Any] = {}  # compiled with XLA when first called
+        signatures: dict[tuple[int, int], list[Any]] = {}
         for length in self.lengths:
-            signature = [tf.TensorSpec((None, length), tf.int32), tf.TensorSpec((None, length), tf.int32),
-                         tf.TensorSpec((None, length, N_STEP_FEATURES), tf.float32)]
             for batch in self.batch_sizes:
-                signature_b = [tf.TensorSpec((batch, *s.shape[1:]), s.dtype) for s in signature]
-                self._functions[(batch, length)] = tf.function(serve, input_signature=signature_b,
+                signatures[(batch, length)] = [tf.TensorSpec((batch, length), tf.int32),
+                                               tf.TensorSpec((batch, length), tf.int32),
+                                               tf.TensorSpec((batch, length, N_STEP_FEATURES), tf.float32)]
+                self._functions[(batch, length)] = tf.function(serve, input_signature=signatures[(batch, length)],
                                                                jit_compile=jit_compile, reduce_retracing=False)
-        # the shapes a batch may use: all of them (each compiled on first use) unless warming says otherwise
-        self._usable: set[tuple[int, int]] = set(self._functions)
-        if warm == "first":  # serve at once on the one shape any batch fits; warm_rest() compiles the others
-            self._usable = set()
-            self.warm_s = self.warm([(self.batch_sizes[-1], self.lengths[-1])])
+        self._compiled: set[tuple[int, int]] = set()
+        # the function each usable shape runs: every shape (compiled on first use) unless warm="first"
+        self._serving: dict[tuple[int, int], Any] = dict(self._functions)
+        if warm == "first":
+            # serve at once on the one shape every batch fits, traced without XLA (~1.5 s against ~4 s per
+            # compiled shape here, ~30 % slower to run); warm_rest() compiles every shape and swaps them in
+            largest = (self.batch_sizes[-1], self.lengths[-1])
+            plain = tf.function(serve, input_signature=signatures[largest], jit_compile=False)
+            started = time.perf_counter()
+            _call_with_zeros(plain, largest)
+            self._serving = {largest: plain}
+            self.warm_s = time.perf_counter() - started
         else:
             self.warm_s = self.warm() if warm else 0.0
 
     @property
     def shapes_warm(self) -> int:
-        return len(self._usable)
+        """Shapes compiled so far."""
+        return len(self._compiled)
 
     @property
     def shapes_total(self) -> int:
@@ -152,21 +168,21 @@ class Predictor:
         """Trace and compile these (batch, length) shapes (default: all) and let batches use them; returns the
         seconds it took. Each shape costs ~4 s of compiling on the 2-core build machine."""
         start = time.perf_counter()
-        for batch, length in shapes if shapes is not None else list(self._functions):
-            zeros = np.zeros((batch, length), dtype=np.int32)
-            zeros[:, -1] = 1
-            self._functions[(batch, length)](zeros, zeros, np.zeros((batch, length, N_STEP_FEATURES), dtype=np.float32))
-            self._usable.add((batch, length))
+        for shape in shapes if shapes is not None else list(self._functions):
+            _call_with_zeros(self._functions[shape], shape)
+            self._compiled.add(shape)
+            self._serving[shape] = self._functions[shape]
         return time.perf_counter() - start
 
     def warm_rest(self) -> float:
         """Compile the shapes that ``warm="first"`` left out (safe beside predictions in another thread: until a
-        shape is warm, its batches are padded to a larger warm one)."""
-        return self.warm([shape for shape in self._functions if shape not in self._usable])
+        shape is compiled, its batches run on a larger usable one)."""
+        return self.warm([shape for shape in self._functions if shape not in self._compiled])
 
     def _shape_for(self, rows: int, length: int) -> tuple[int, int]:
         """The cheapest usable (batch, length) shape that holds ``rows`` windows of ``length`` steps."""
-        return min(((b, t) for b, t in self._usable if b >= rows and t >= length), key=lambda s: (s[0] * s[1], s))
+        return min(((b, t) for b, t in list(self._serving) if b >= rows and t >= length),
+                   key=lambda s: (s[0] * s[1], s))
 
     def _prior_prediction(self) -> tuple[list[tuple[str, float]], np.ndarray, float]:
         prior = self.manifest["prior"]
@@ -186,7 +202,7 @@ class Predictor:
         copies = [np.zeros(0, dtype=np.float32)] * n if self.drivers else None
         steps: list[tuple[np.ndarray, ...]] = []  # with drivers: per chunk, its rows and their steps
         # each length bucket runs on its own: short windows never pay for the longest one in the batch
-        bucket_of = np.searchsorted(np.asarray(sorted({t for _, t in self._usable})), lengths)
+        bucket_of = np.searchsorted(np.asarray(sorted({t for _, t in list(self._serving)})), lengths)
         largest = self.batch_sizes[-1]
         for bucket in np.unique(bucket_of[lengths > 0]):
             rows = np.flatnonzero((bucket_of == bucket) & (lengths > 0))
@@ -232,7 +248,7 @@ class Predictor:
         # hash(): equal raw ids get equal codes within this process, which is all the features compare
         codes = np.fromiter(map(hash, flat_cats), dtype=np.int64, count=len(flat_cats))
         x = encode_windows(self.spec.category_index(flat_cats), codes, flat_types, flat_times, index, self.spec)
-        idx, scores, oov_copy, event_type, buy, *copy = self._functions[(batch, length)](
+        idx, scores, oov_copy, event_type, buy, *copy = self._serving[(batch, length)](
             x["category"], x["event_type"], x["steps"])
         if copies is not None:
             weights = copy[0].numpy()[:b]

@@ -35,16 +35,16 @@ def load_predictor(first: bool = True) -> Any:
     from model.explain import DRIVERS_PER_PREDICTION
     from model.predictor import Predictor
 
-    # at start (predictor_warm "first") one shape is warmed before serving (~4 s; batches pad to it until the others,
-    # compiled beside them by warm_the_rest, are warm); a model rolled out later is loaded beside the serving one and
-    # warmed whole
+    # at start (predictor_warm "first") the worker serves once one shape is traced (~1.5 s; batches pad to it until
+    # the compiled shapes, built beside them by warm_the_rest, are ready); a model rolled out later is loaded
+    # beside the serving one and compiled whole
     predictor = Predictor(settings.model_dir, top_k=settings.top_k,
                           threads=settings.inference_threads if first else None,  # fixed once per process
                           batch_sizes=settings.predictor_batch_sizes, lengths=settings.predictor_lengths,
                           drivers=DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
                           warm="first" if first and settings.predictor_warm == "first" else True)
-    log.info("model %s loaded from %s; %d of %d shapes warmed in %.1fs", predictor.version, settings.model_dir,
-             predictor.shapes_warm, predictor.shapes_total, predictor.warm_s)
+    log.info("model %s loaded from %s; serving after %.1fs of warm-up, %d of %d shapes warmed (compiled)",
+             predictor.version, settings.model_dir, predictor.warm_s, predictor.shapes_warm, predictor.shapes_total)
     return predictor
 
 
