@@ -54,3 +54,13 @@ class LagCollector(Collector):
         for topic, partition, lag in self.lags():
             family.add_metric([topic, str(partition)], lag)
         yield family
+
+# category demand and audiences (streams/derived.py)
+demand_late = Counter("clickstream_demand_late", "Predictions (per window size) that came after their demand window "
+                      "closed: not counted", registry=REGISTRY)
+demand_records = Counter("clickstream_demand_records", "Closed demand window records sent (window x category x "
+                         "partition), by completeness", ["complete"], registry=REGISTRY)
+demand_open_windows = Gauge("clickstream_demand_open_windows", "Demand windows open in memory (all partitions and "
+                            "sizes)", registry=REGISTRY)
+audience_entries = Counter("clickstream_audience_entries", "Audience entries sent (resent: a re-delivered click "
+                           "that had made its user enter)", ["kind"], registry=REGISTRY)

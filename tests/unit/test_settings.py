@@ -62,3 +62,16 @@ def test_settings_are_frozen() -> None:
 def test_to_env_reproduces_the_settings() -> None:
     s = Settings(broker="b:1", app_id="x", predictor_batch_sizes=(8, 64), schema_id_click=3, state_dir="/s")
     assert load_settings(env=s.to_env()) == s
+
+
+def test_demand_and_audience_settings() -> None:
+    s = load_settings(env={"CLICKSTREAM_DEMAND": "0", "CLICKSTREAM_AUDIENCE": "true",
+                           "CLICKSTREAM_DEMAND_WINDOWS_S": "60,300", "CLICKSTREAM_AUDIENCE_THRESHOLD": "0.7"})
+    assert (s.demand, s.audience, s.demand_windows_s, s.audience_threshold) == (False, True, (60, 300), 0.7)
+    assert load_settings(env=s.to_env()) == s  # what a worker process inherits
+    with pytest.raises(ConfigError, match="audience thresholds"):
+        load_settings(env={"CLICKSTREAM_AUDIENCE_REARM_THRESHOLD": "0.9"})
+    with pytest.raises(ConfigError, match="demand must be bool"):
+        load_settings(env={"CLICKSTREAM_DEMAND": "maybe"})
+    with pytest.raises(ConfigError, match="audience_threshold must be float"):
+        load_settings(env={"CLICKSTREAM_AUDIENCE_THRESHOLD": "high"})
