@@ -27,11 +27,6 @@ MIN = 60_000
 pytestmark = pytest.mark.slow
 
 
-def derived_settings(settings: Settings, **extra: object) -> Settings:
-    run = settings.app_id.removeprefix("test-")
-    return dataclasses.replace(settings, demand_topic=f"demand-{run}", audiences_topic=f"audiences-{run}", **extra)
-
-
 def produce(settings: Settings, clicks: list[Click]) -> None:
     ensure_topics(settings, [settings.clicks_topic])
     stats = send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), c.event_time_ms) for c in clicks])
@@ -70,7 +65,7 @@ def expected_demand(predictions: list[Prediction], sizes_ms: tuple[int, ...], pa
 
 def test_demand_windows_equal_a_direct_computation_from_the_predictions(
         settings: Settings, worker_model: Path, tmp_path: Path) -> None:
-    s = derived_settings(settings)
+    s = settings
     # real shoppers and categories, re-timed: 3,000 clicks over 10 minutes of event time, in production order
     start = int(time.time() * 1000) - 3 * 3_600_000
     start -= start % 3_600_000  # the hour window starts with the clicks
@@ -140,8 +135,8 @@ def scripted_worker(settings: Settings, model: Path, state: Path, name: str) -> 
 
 def test_audiences_enter_once_per_session_across_a_worker_restart(
         settings: Settings, worker_model: Path, tmp_path: Path) -> None:
-    s = derived_settings(settings, audience_threshold=0.5, audience_rearm_threshold=0.2,
-                         audience_session_gap_s=1800)
+    s = dataclasses.replace(settings, audience_threshold=0.5, audience_rearm_threshold=0.2,
+                            audience_session_gap_s=1800)
     t0 = int(time.time() * 1000) - 5 * 3_600_000
     base = sample_clicks(1, f"aud-{s.app_id}")[0]
 

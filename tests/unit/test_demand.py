@@ -102,13 +102,38 @@ timed = st.tuples(st.integers(0, 3), st.sampled_from(["u1", "u2", "u3", "u4"]), 
                   st.floats(0, 1))
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(timed, max_size=80), st.randoms())
-def test_batching_changes_nothing_and_every_score_is_closed_open_or_late(items: list, rng: random.Random) -> None:
+def reference(made: list, sizes_ms: tuple[int, ...], grace_ms: int) -> tuple[dict, int]:
+    """The rule stated plainly: every prediction updates every size unless it is late by its partition's
+    watermark; windows closed at the end are those whose end + grace the final watermark reached."""
+    cells: dict = {}
+    watermark: dict[int, int] = {}
+    late = 0
+    for part, p in made:
+        t = p.event_time_ms
+        for size in sizes_ms:
+            start = t - t % size
+            if start + size + grace_ms <= watermark.get(part, t):
+                late += 1
+                continue
+            for category, score in p.top_categories:
+                cell = cells.setdefault((size // 1000, start, part, category), [0.0, 0.0, 0, set()])
+                cell[0] += score
+                cell[1] += p.purchase_probability * score
+                cell[2] += 1
+                cell[3].add(p.user_id)
+        watermark[part] = max(watermark.get(part, t), t)
+    closed = {k: v for k, v in cells.items() if k[1] + k[0] * 1000 + grace_ms <= watermark[k[2]]}
+    return closed, late
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(timed, max_size=80), st.randoms(), st.sampled_from([(60, 120), (60, 180, 90), (30,)]))
+def test_closed_windows_follow_the_plain_rule_however_the_predictions_are_batched(
+        items: list, rng: random.Random, sizes: tuple[int, ...]) -> None:
     made = [(part, prediction(user, BASE + t, tuple(cats), p)) for part, user, t, cats, p in items]
 
     def run(splits: list[int]) -> tuple[list, DemandAggregator]:
-        agg = aggregator(sizes=(60, 120), grace_s=5)
+        agg = aggregator(sizes=sizes, grace_s=5)
         records, at = [], 0
         for cut in [*splits, len(made)]:
             agg.add(made[at:cut])
@@ -120,21 +145,14 @@ def test_batching_changes_nothing_and_every_score_is_closed_open_or_late(items: 
     cuts = sorted(rng.sample(range(len(made) + 1), min(len(made), 5)))
     order = lambda r: (r.window_size_s, r.window_start_ms, r.partition, r.category_id)  # noqa: E731
     assert sorted(run(cuts)[0], key=order) == sorted(one, key=order)  # partitions close in their own order
-    open_visits = sum(cell[0] for state in agg.by_partition.values() for windows in state.open.values()
-                      for cells in windows.values() for cell in cells.values())
-    closed_visits = sum(r.expected_visits for r in one)
-    total = sum(s for _, p in made for _, s in p.top_categories) * 2  # two window sizes
-    late_visits, late_pairs, watermark = 0.0, 0, {}
-    for part, p in made:  # the watermark rule, replayed: which (prediction, window size) pairs were late
-
-        t = p.event_time_ms
-        for size in (60_000, 120_000):
-            if t - t % size + size + 5_000 <= watermark.get(part, t):
-                late_visits += sum(s for _, s in p.top_categories)
-                late_pairs += 1
-        watermark[part] = max(watermark.get(part, t), t)
-    assert closed_visits + open_visits + late_visits == pytest.approx(total)
-    assert agg.counters.late == late_pairs
+    expected, late = reference(made, tuple(s * 1000 for s in sizes), 5_000)
+    got = {(r.window_size_s, r.window_start_ms, r.partition, r.category_id): r for r in one}
+    assert got.keys() == expected.keys()
+    for key, r in got.items():
+        visits, purchases, count, users = expected[key]
+        assert (r.expected_visits, r.expected_purchases) == (pytest.approx(visits), pytest.approx(purchases))
+        assert (r.predictions, r.distinct_users) == (count, len(users))
+    assert agg.counters.late == late
 
 
 def test_a_record_round_trips_through_its_avro_contract() -> None:
