@@ -27,11 +27,24 @@ class WindowTotal:
     expected_purchases: float = 0.0
     partitions: int = 0  # partitions reported
     of: int = 0  # partitions there are
-    complete: bool = True  # every reported partition saw the whole window
+    incomplete: int = 0  # reported partitions whose worker did not see the whole window
+
+    @property
+    def complete(self) -> bool:
+        return self.incomplete == 0
+
+    def add(self, r: CategoryDemand, sign: int = 1) -> None:
+        self.expected_visits += sign * r.expected_visits
+        self.distinct_users += sign * r.distinct_users  # users do not span partitions: the sum is exact
+        self.expected_purchases += sign * r.expected_purchases
+        self.partitions += sign
+        self.incomplete += sign * (not r.complete)
+        self.of = r.partitions
 
 
 class DemandBoard:
-    """Closed demand records, one per (window, category, partition), summed per (window, category).
+    """Closed demand records, one per (window, category, partition), summed per (window, category) as they
+    arrive.
 
     A partition's record for a window can arrive twice: a worker that restarted before committing re-reads
     clicks and publishes the window again, as incomplete. A complete record wins over an incomplete one;
@@ -40,32 +53,29 @@ class DemandBoard:
 
     def __init__(self) -> None:
         self.records: dict[tuple[int, int, str, int], CategoryDemand] = {}
+        self.windows: dict[WindowKey, dict[str, WindowTotal]] = {}
+        self.reported: dict[WindowKey, set[int]] = {}  # partitions that reported each window
+        self.partition_counts: dict[WindowKey, int] = {}
 
     def add(self, r: CategoryDemand) -> None:
         key = (r.window_size_s, r.window_start_ms, r.category_id, r.partition)
         old = self.records.get(key)
-        if old is None or r.complete or not old.complete:
-            self.records[key] = r
+        if old is not None and old.complete and not r.complete:
+            return
+        self.records[key] = r
+        total = self.windows.setdefault(key[:2], {}).setdefault(r.category_id, WindowTotal())
+        if old is not None:
+            total.add(old, -1)
+        total.add(r)
+        self.reported.setdefault(key[:2], set()).add(r.partition)
+        self.partition_counts[key[:2]] = r.partitions
 
     def totals(self, size_s: int | None = None) -> dict[WindowKey, dict[str, WindowTotal]]:
-        out: dict[WindowKey, dict[str, WindowTotal]] = {}
-        for (size, start, category, _), r in self.records.items():
-            if size_s is not None and size != size_s:
-                continue
-            t = out.setdefault((size, start), {}).setdefault(category, WindowTotal())
-            t.expected_visits += r.expected_visits
-            t.distinct_users += r.distinct_users  # users do not span partitions: the sum is exact
-            t.expected_purchases += r.expected_purchases
-            t.partitions += 1
-            t.of = r.partitions
-            t.complete = t.complete and r.complete
-        return out
+        return {w: cells for w, cells in self.windows.items() if size_s is None or w[0] == size_s}
 
     def partitions_reported(self, window: WindowKey) -> tuple[int, int]:
         """(partitions that reported the window, partitions there are)."""
-        seen = {p for (size, start, _, p) in self.records if (size, start) == window}
-        total = max((r.partitions for k, r in self.records.items() if k[:2] == window), default=0)
-        return len(seen), total
+        return len(self.reported.get(window, ())), self.partition_counts.get(window, 0)
 
 
 def render_demand(board: DemandBoard, size_s: int, top: int, received: int) -> str:
@@ -74,8 +84,8 @@ def render_demand(board: DemandBoard, size_s: int, top: int, received: int) -> s
     if not totals:
         return f"{received} demand records; no {size_s} s window closed yet"
     windows = sorted(totals, reverse=True)
-    full = [w for w in windows if board.partitions_reported(w)[0] == board.partitions_reported(w)[1]]
-    window = full[0] if full else windows[0]
+    window = next((w for w in windows if board.partitions_reported(w)[0] == board.partitions_reported(w)[1]),
+                  windows[0])
     reported, of = board.partitions_reported(window)
     rows = sorted(totals[window].items(), key=lambda kv: -kv[1].expected_visits)[:top]
     complete = all(t.complete for t in totals[window].values())
@@ -86,6 +96,65 @@ def render_demand(board: DemandBoard, size_s: int, top: int, received: int) -> s
     lines += [f"{category[:16]:>16} {t.expected_visits:16.2f} {t.distinct_users:8d} {t.expected_purchases:19.3f}"
               for category, t in rows]
     return "\n".join(lines)
+
+
+def draw_chart(board: DemandBoard, size_s: int, top: int, path: str) -> None:
+    """Expected visits per window (summed over partitions) of the categories with the most in total, and
+    expected purchases of all categories, over event time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    totals = board.totals(size_s)
+    windows = _dense_range(sorted(totals), [sum(t.expected_visits for t in totals[w].values())
+                                            for w in sorted(totals)])
+    overall: dict[str, float] = {}
+    for w in windows:
+        for category, t in totals[w].items():
+            overall[category] = overall.get(category, 0.0) + t.expected_visits
+    leaders = sorted(overall, key=lambda c: -overall[c])[:top]
+    times = [datetime.fromtimestamp(start / 1000, tz=timezone.utc) for _, start in windows]
+    fig, (visits_ax, buy_ax) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, height_ratios=[3, 1])
+    for category in leaders:
+        visits_ax.plot(times, [totals[w][category].expected_visits if category in totals[w] else 0.0
+                               for w in windows], label=category, linewidth=1.2)
+    for w, when in zip(windows, times):
+        if any(not t.complete for t in totals[w].values()):
+            for ax in (visits_ax, buy_ax):  # a worker (re)started within it
+                ax.axvspan(when, datetime.fromtimestamp((w[1] + size_s * 1000) / 1000, tz=timezone.utc),
+                           color="0.85", linewidth=0)
+    visits_ax.set_ylabel("expected visits")
+    visits_ax.set_title(f"Predicted category demand per {size_s} s window (sum over partitions), "
+                        f"top {len(leaders)} categories\n(grey: incomplete windows)", fontsize=11)
+    visits_ax.legend(title="category", fontsize=8, ncols=2)
+    visits_ax.grid(alpha=0.3)
+    buy_ax.plot(times, [sum(t.expected_purchases for t in totals[w].values()) for w in windows], color="k",
+                linewidth=1.2)
+    buy_ax.set_ylabel("expected purchases\n(all categories)")
+    buy_ax.set_xlabel("window start (event time, UTC)")
+    buy_ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _dense_range(windows: list[WindowKey], weights: list[float], share: float = 0.9) -> list[WindowKey]:
+    """The shortest run of consecutive windows holding ``share`` of the weight: replayed logs have a few
+    stray clicks days away from the rest, which would squash a chart into a line."""
+    total = sum(weights)
+    if not windows or total <= 0:
+        return windows
+    best, lo, acc = (0, len(windows)), 0, 0.0
+    for hi, weight in enumerate(weights):
+        acc += weight
+        while acc - weights[lo] >= share * total:
+            acc -= weights[lo]
+            lo += 1
+        if acc >= share * total and hi + 1 - lo < best[1] - best[0]:
+            best = (lo, hi + 1)
+    return windows[best[0]: best[1]]
 
 
 def _follow(s: Settings, topic: str, decode: Callable[[bytes], Any], from_beginning: bool,
@@ -142,8 +211,10 @@ timeout_option = env_option("--timeout-s", env="CLICKSTREAM_TIMEOUT_S", type=flo
             help="Categories to show, by expected visits.")
 @from_beginning_option
 @timeout_option
+@env_option("--chart", type=click.Path(dir_okay=False), env="CLICKSTREAM_DEMAND_CHART",
+            help="On exit, chart the top categories' expected visits per window into this PNG.")
 def demand(config_file: str | None, broker: str | None, topic: str | None, size_s: int, top: int,
-           from_beginning: bool, timeout_s: float | None) -> None:
+           from_beginning: bool, timeout_s: float | None, chart: str | None) -> None:
     """Live table of predicted category demand in the newest closed event-time window.
 
     The worker publishes one record per (window, category, source partition) when a window closes (its end
@@ -154,11 +225,11 @@ def demand(config_file: str | None, broker: str | None, topic: str | None, size_
     """
     s = settings_from(config_file, broker=broker, demand_topic=topic)
     board = DemandBoard()
-    state = {"received": 0, "drawn": 0}
+    state = {"received": 0, "drawn": 0, "drawn_at": 0.0}
 
-    def draw() -> None:
-        if state["received"] != state["drawn"]:
-            state["drawn"] = state["received"]
+    def draw(force: bool = False) -> None:
+        if state["received"] != state["drawn"] and (force or time.monotonic() - state["drawn_at"] > 0.5):
+            state["drawn"], state["drawn_at"] = state["received"], time.monotonic()
             if sys.stdout.isatty():
                 click.echo("\x1b[H\x1b[2J", nl=False)
             click.echo(render_demand(board, size_s, top, state["received"]))
@@ -168,9 +239,14 @@ def demand(config_file: str | None, broker: str | None, topic: str | None, size_
         state["received"] += 1
         return False
 
-    undecodable = _follow(s, s.demand_topic, _codec(s, CategoryDemand).decode, from_beginning, timeout_s,
-                          take, draw)
-    draw()
+    try:
+        undecodable = _follow(s, s.demand_topic, _codec(s, CategoryDemand).decode, from_beginning, timeout_s,
+                              take, draw)
+    finally:
+        if chart:
+            draw_chart(board, size_s, top, chart)
+            click.echo(f"chart: {chart}", err=True)
+    draw(force=True)
     if undecodable:
         click.echo(f"{undecodable} messages could not be decoded", err=True)
 
