@@ -25,7 +25,8 @@ expired_windows = Counter("clickstream_expired_windows", "Windows of idle users 
 batch_size = Histogram("clickstream_batch_size", "Messages per micro-batch",
                        buckets=(1, 8, 32, 64, 128, 256, 512, 1024), registry=REGISTRY)
 stage_seconds = Histogram("clickstream_stage_seconds", "Time per micro-batch stage (wait: the oldest click's "
-                          "wait for its batch; window: decode, validate, window updates; inference; send)",
+                          "wait for its batch; window: decode, validate, window updates; inference; send; "
+                          "derived: category demand and audiences)",
                           ["stage"], buckets=LATENCY_BUCKETS_S, registry=REGISTRY)
 click_to_prediction = Histogram("clickstream_click_to_prediction_seconds",
                                 "From the worker reading a message to its batch's outputs handed to the producer",
