@@ -128,6 +128,8 @@ class Settings:
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password
                                                                and self.sasl_mechanism):
             raise ConfigError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+        if not self.demand_windows_s or min(self.demand_windows_s) < 1:
+            raise ConfigError(f"demand_windows_s must be positive window sizes in seconds, got {self.demand_windows_s}")
         if self.demand_grace_s < 0 or self.audience_session_gap_s < 1:
             raise ConfigError("demand_grace_s must be >= 0 and audience_session_gap_s >= 1")
         if not 0.0 <= self.audience_rearm_threshold <= self.audience_threshold <= 1.0:

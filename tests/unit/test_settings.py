@@ -73,5 +73,7 @@ def test_demand_and_audience_settings() -> None:
         load_settings(env={"CLICKSTREAM_AUDIENCE_REARM_THRESHOLD": "0.9"})
     with pytest.raises(ConfigError, match="demand must be bool"):
         load_settings(env={"CLICKSTREAM_DEMAND": "maybe"})
+    with pytest.raises(ConfigError, match="demand_windows_s must be positive"):
+        Settings(demand_windows_s=())
     with pytest.raises(ConfigError, match="audience_threshold must be float"):
         load_settings(env={"CLICKSTREAM_AUDIENCE_THRESHOLD": "high"})
