@@ -1,10 +1,10 @@
-"""python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay, restart (or all)."""
+"""python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay, restart, derived (or all)."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-NAMES = ("predictor", "replay", "throughput", "latency", "state", "restart")
+NAMES = ("predictor", "replay", "throughput", "latency", "state", "restart", "derived")
 
 
 def main() -> None:

@@ -70,4 +70,5 @@ def run_settings(prefix: str) -> Any:
     run = uuid.uuid4().hex[:8]
     return dataclasses.replace(load_settings(), clicks_topic=f"{prefix}-clicks-{run}",
                                predictions_topic=f"{prefix}-out-{run}", dead_letter_topic=f"{prefix}-dead-{run}",
+                               demand_topic=f"{prefix}-demand-{run}", audiences_topic=f"{prefix}-audiences-{run}",
                                app_id=f"{prefix}-{run}")

@@ -32,11 +32,12 @@ from core.settings import Settings
 @env_option("--partitions", env="CLICKSTREAM_PARTITIONS", type=int,
             help="Partitions of each topic created (default 4).")
 def topics(config_file: str | None, broker: str | None, partitions: int | None) -> None:
-    """Create the clicks, predictions and dead-letter topics (existing ones are left alone)."""
+    """Create the clicks, predictions, dead-letter, category-demand and audiences topics (existing ones are
+    left alone)."""
     from core.kafka import ensure_topics
 
     s = settings_from(config_file, broker=broker, partitions=partitions)
-    names = [s.clicks_topic, s.predictions_topic, s.dead_letter_topic]
+    names = [s.clicks_topic, s.predictions_topic, s.dead_letter_topic, s.demand_topic, s.audiences_topic]
     created = ensure_topics(s, names)
     for name in names:
         click.echo(f"{name}: {'created' if name in created else 'exists'}")

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from cli.derived_commands import audience, demand
 from cli.kafka_commands import produce, replay, subscribe, topics
 from cli.model_commands import evaluate, explain, train
 from cli.worker_commands import intent
@@ -43,7 +44,7 @@ def main() -> None:
     throttle_repeats()
 
 
-for command in (topics, produce, subscribe, replay, train, evaluate, explain, intent):
+for command in (topics, produce, subscribe, replay, train, evaluate, explain, intent, demand, audience):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -43,6 +43,16 @@ CLICKSTREAM_SASL_MECHANISM  PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
 CLICKSTREAM_SASL_USERNAME / CLICKSTREAM_SASL_PASSWORD   SASL credentials (the password is never printed)
 CLICKSTREAM_SSL_CAFILE     CA bundle that signs the brokers' certificates
 CLICKSTREAM_SSL_CERTFILE / CLICKSTREAM_SSL_KEYFILE  client certificate and key (PEM) for mutual TLS
+CLICKSTREAM_DEMAND         1: the worker aggregates category demand (``true``; 0/false turns it off)
+CLICKSTREAM_DEMAND_TOPIC   topic of closed demand windows (``category-demand``)
+CLICKSTREAM_DEMAND_WINDOWS_S  tumbling event-time window sizes in seconds (``60,3600``)
+CLICKSTREAM_DEMAND_GRACE_S  a window closes this long (event time) after its end; later clicks are late (10)
+CLICKSTREAM_AUDIENCE       1: the worker gates users into marketing audiences (``true``; 0/false: off)
+CLICKSTREAM_AUDIENCES_TOPIC  topic of audience entries (``audiences``)
+CLICKSTREAM_AUDIENCE_THRESHOLD  a user enters when purchase probability >= this (0.3)
+CLICKSTREAM_AUDIENCE_REARM_THRESHOLD  and may enter again only after it fell below this (0.1)
+CLICKSTREAM_AUDIENCE_SESSION_GAP_S  clicks without a session id: an event-time gap this long starts a new
+                           session (1800)
 =========================  =====================================================================
 """
 from __future__ import annotations
@@ -107,6 +117,15 @@ class Settings:
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    demand: bool = True
+    demand_topic: str = "category-demand"
+    demand_windows_s: tuple[int, ...] = (60, 3600)
+    demand_grace_s: int = 10
+    audience: bool = True
+    audiences_topic: str = "audiences"
+    audience_threshold: float = 0.3
+    audience_rearm_threshold: float = 0.1
+    audience_session_gap_s: int = 1800
 
     def __post_init__(self) -> None:
         for name in ("partitions", "replication_factor", "batch_max", "top_k", "inference_threads",
@@ -118,6 +137,13 @@ class Settings:
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password
                                                                and self.sasl_mechanism):
             raise ConfigError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+        if not self.demand_windows_s or min(self.demand_windows_s) < 1:
+            raise ConfigError(f"demand_windows_s must be positive window sizes in seconds, got {self.demand_windows_s}")
+        if self.demand_grace_s < 0 or self.audience_session_gap_s < 1:
+            raise ConfigError("demand_grace_s must be >= 0 and audience_session_gap_s >= 1")
+        if not 0.0 <= self.audience_rearm_threshold <= self.audience_threshold <= 1.0:
+            raise ConfigError("audience thresholds must satisfy 0 <= audience_rearm_threshold <= audience_threshold "
+                              f"<= 1, got {self.audience_rearm_threshold} and {self.audience_threshold}")
 
     def codec_options(self) -> dict[str, Any]:
         """How :class:`schemas.codec.RecordCodec` writes and reads messages under these settings."""
@@ -243,6 +269,10 @@ def _coerce(name: str, raw: Any, hint: Any) -> Any:
             return text in _TRUE
         raise ConfigError(f"{name} must be true or false, got {raw!r}")
     try:
+        if base is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
         if base is int:
             if isinstance(raw, bool):
                 raise ValueError

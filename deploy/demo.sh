@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The demo (`make demo`): local broker, a trained model, the worker, a replay, and predictions arriving.
+# The demo (`make demo`): local broker, a trained model, the worker, a replay, and predictions, category
+# demand and audience entries arriving.
 # Ctrl-C stops everything this script started. Environment: CLICKSTREAM_DATA_DIR (real samples), DEMO_SPEED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,8 +47,33 @@ until grep -q "shapes warmed" "$STATE/worker.log"; do
   if ! kill -0 "${pids[0]}" 2>/dev/null; then tail -20 "$STATE/worker.log"; exit 1; fi
   sleep 1
 done
-echo "demo: replaying $log at $SPEED (log: $STATE/replay.log); predictions follow, Ctrl-C to stop"
+# what arrives, each in its own file; the loop below shows the newest of each (the commands' output)
+$BIN/clickstream subscribe --table >"$STATE/predictions.txt" 2>&1 &
+pids+=($!)
+$BIN/clickstream demand --size "${DEMO_DEMAND_SIZE:-3600}" --top 8 >"$STATE/demand.txt" 2>&1 &
+pids+=($!)
+$BIN/clickstream audience >"$STATE/audiences.jsonl" 2>&1 &
+pids+=($!)
+sleep 2  # the consumers start at the end of their topics: let them join before the replay
+echo "demo: replaying $log at $SPEED (log: $STATE/replay.log); Ctrl-C to stop"
 $BIN/clickstream replay "$log" --format taobao --speed "$SPEED" --id-prefix "demo-$(date +%s)" -q \
   >"$STATE/replay.log" 2>&1 &
 pids+=($!)
-$BIN/clickstream subscribe --table
+newest() {  # the last table a command printed: from its last line matching $2
+  tac "$1" 2>/dev/null | sed "/$2/q" | tac
+}
+while true; do
+  view=$(
+    echo "== predictions: newest per user (clickstream subscribe --table)"
+    newest "$STATE/predictions.txt" "predictions, .* users" | head -12
+    echo
+    echo "== category demand, newest closed window summed over partitions (clickstream demand)"
+    newest "$STATE/demand.txt" "demand records" | head -11
+    echo
+    echo "== audiences: $(wc -l <"$STATE/audiences.jsonl") entries; newest (clickstream audience)"
+    tail -n 4 "$STATE/audiences.jsonl" | cut -c1-150
+  )
+  if [[ -t 1 ]]; then printf '\033[H\033[2J'; fi
+  echo "$view"
+  sleep 2
+done

@@ -29,7 +29,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from core.errors import ConfigError, DecodeError
 
 SCHEMA_DIR = Path(__file__).resolve().parent
-SchemaName = Literal["click", "prediction"]
+SchemaName = Literal["click", "prediction", "category_demand", "audience"]
 _MAGIC = 0
 _HEADER = struct.Struct(">bI")
 _SINGLE_OBJECT = b"\xc3\x01"

@@ -18,6 +18,7 @@ from schemas.codec import RecordCodec
 from streams import metrics
 from streams.app import app, settings
 from streams.batch import BatchProcessor, BatchResult, Message, stale_keys
+from streams.derived import derived
 from streams.faust_glue import current_event_of, held, send_in_batches
 from streams.runtime import Runtime
 from streams.topics import click_sources, dead_letter_topic, predictions_topic, rekeyed_clicks_topic, user_to_window
@@ -95,8 +96,10 @@ async def predict_next_intent(stream: Any) -> None:
                 for key, (packed, index) in result.window_writes.items():
                     with current_event_of(events[index]):
                         user_to_window[key] = packed
+                derived_outgoing = derived.derive(events, result, processor.window_length)  # demand, audiences
                 for topic, outgoing in ((dead_letter_topic, result.dead_letters),
-                                        (rekeyed_clicks_topic, result.rekeyed), (predictions_topic, result.predictions)):
+                                        (rekeyed_clicks_topic, result.rekeyed), (predictions_topic, result.predictions),
+                                        *derived_outgoing):
                     if outgoing:
                         await send_in_batches(app.producer, topic.get_topic_name(), outgoing, stop_unacknowledged)
                 observe(messages, result, started, sending, time.monotonic())

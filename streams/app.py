@@ -70,7 +70,7 @@ def check_before_joining() -> None:
     try:
         read_manifest(settings.model_dir)
         ensure_topics(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.predictions_topic,
-                                 settings.dead_letter_topic])
+                                 settings.dead_letter_topic, settings.demand_topic, settings.audiences_topic])
         check_co_partitioned(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.changelog_topic])
     except ClickstreamError as exc:
         # the worker has redirected sys.stderr into its log by now: write to the real stderr

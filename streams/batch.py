@@ -59,12 +59,14 @@ class Outgoing:
 @dataclasses.dataclass
 class BatchResult:
     """What one batch produced. ``window_writes`` maps a user key to its packed window and the index of the
-    user's newest message in the batch (Faust files a table write under the partition of that message)."""
+    user's newest message in the batch (Faust files a table write under the partition of that message);
+    ``made`` holds each prediction with its click and the index of the click's message."""
 
     predictions: list[Outgoing] = dataclasses.field(default_factory=list)
     dead_letters: list[Outgoing] = dataclasses.field(default_factory=list)
     rekeyed: list[Outgoing] = dataclasses.field(default_factory=list)
     window_writes: dict[bytes, tuple[bytes, int]] = dataclasses.field(default_factory=dict)
+    made: list[tuple[Click, Prediction, int]] = dataclasses.field(default_factory=list)  # and message index
     newest_event_ms: int = 0
     window_s: float = 0.0  # decode, validate, window updates
     inference_s: float = 0.0
@@ -278,9 +280,10 @@ class BatchProcessor:
                                   window_ms=(windows_done - started) * 1000,
                                   inference_ms=(inferred - windows_done) * 1000) for r in rows]
                 piece_clicks = [clicks[r] for r in rows]
-                for click, p in zip(piece_clicks, predictions_of(piece_clicks, batch, self.model_version,
-                                                                 predicted_at_ms, timings)):
+                for r, click, p in zip(rows, piece_clicks, predictions_of(piece_clicks, batch, self.model_version,
+                                                                          predicted_at_ms, timings)):
                     result.predictions.append(Outgoing(click.key, self.prediction_codec.encode(p)))
+                    result.made.append((click, p, sources[r]))  # for demand and audiences (streams/derived.py)
         self.counters.dead_letters += len(result.dead_letters)
         self.counters.rekeyed += len(result.rekeyed)
         self.counters.predictions += len(result.predictions)

@@ -25,7 +25,8 @@ expired_windows = Counter("clickstream_expired_windows", "Windows of idle users 
 batch_size = Histogram("clickstream_batch_size", "Messages per micro-batch",
                        buckets=(1, 8, 32, 64, 128, 256, 512, 1024), registry=REGISTRY)
 stage_seconds = Histogram("clickstream_stage_seconds", "Time per micro-batch stage (wait: the oldest click's "
-                          "wait for its batch; window: decode, validate, window updates; inference; send)",
+                          "wait for its batch; window: decode, validate, window updates; inference; send; "
+                          "derived: category demand and audiences)",
                           ["stage"], buckets=LATENCY_BUCKETS_S, registry=REGISTRY)
 click_to_prediction = Histogram("clickstream_click_to_prediction_seconds",
                                 "From the worker reading a message to its batch's outputs handed to the producer",
@@ -54,3 +55,13 @@ class LagCollector(Collector):
         for topic, partition, lag in self.lags():
             family.add_metric([topic, str(partition)], lag)
         yield family
+
+# category demand and audiences (streams/derived.py)
+demand_late = Counter("clickstream_demand_late", "Predictions (per window size) that came after their demand window "
+                      "closed: not counted", registry=REGISTRY)
+demand_records = Counter("clickstream_demand_records", "Closed demand window records sent (window x category x "
+                         "partition), by completeness", ["complete"], registry=REGISTRY)
+demand_open_windows = Gauge("clickstream_demand_open_windows", "Demand windows open in memory (all partitions and "
+                            "sizes)", registry=REGISTRY)
+audience_entries = Counter("clickstream_audience_entries", "Audience entries sent (resent: a re-delivered click "
+                           "that had made its user enter)", ["kind"], registry=REGISTRY)

@@ -65,7 +65,8 @@ def settings(broker: str) -> Settings:
     """Settings with topics and consumer group of this test alone."""
     run = uuid.uuid4().hex[:10]
     return Settings(broker=broker, clicks_topic=f"clicks-{run}", predictions_topic=f"predictions-{run}",
-                    dead_letter_topic=f"dead-{run}", app_id=f"test-{run}", partitions=4)
+                    dead_letter_topic=f"dead-{run}", demand_topic=f"demand-{run}", audiences_topic=f"audiences-{run}",
+                    app_id=f"test-{run}", partitions=4)
 
 
 def consume_until(settings: Settings, topic: str, done: Callable[[Any], bool], timeout_s: float,

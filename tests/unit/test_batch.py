@@ -101,6 +101,9 @@ def test_a_batch_becomes_predictions_dead_letters_rekeys_and_window_writes() -> 
     assert all(p.model_version == "v1" and p.timing is not None and p.timing.batch_size == 4 for p in predictions)
     assert abs(sum(predictions[0].next_event_type.values()) - 1) < 1e-6 and "unknown" not in predictions[0].next_event_type
     assert [p.key for p in result.predictions] == [b"u", b"u", b"u", b"w"]
+    # each prediction with its click and the index of the click's message (for demand and audiences)
+    assert [(c.event_id, p.event_id, i) for c, p, i in result.made] == [("a", "a", 0), ("b", "b", 1), ("a", "a", 4),
+                                                                        ("d", "d", 5)]
     (dead,) = result.dead_letters
     headers = dict(dead.headers)
     assert dead.value == b"\xff\xfe" and headers["reason"].startswith(b"undecodable")

@@ -6,7 +6,8 @@ from click.testing import CliRunner
 from cli.main import main
 
 
-@pytest.mark.parametrize("command", ["produce", "subscribe", "topics", "replay", "train", "evaluate", "explain", "intent"])
+@pytest.mark.parametrize("command", ["produce", "subscribe", "topics", "replay", "train", "evaluate", "explain", "intent",
+                                     "demand", "audience"])
 def test_help_shows_an_environment_variable_for_every_option(command: str) -> None:
     result = CliRunner().invoke(main, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0

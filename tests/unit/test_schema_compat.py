@@ -4,12 +4,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import get_args
 
 import avro.schema
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
+from schemas.codec import SchemaName
+
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+CONTRACTS = get_args(SchemaName)  # every contract the codec reads, new ones included
 
 
 def versions(name: str) -> list[Path]:
@@ -29,14 +33,14 @@ def load(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.mark.parametrize("name", ["click", "prediction"])
+@pytest.mark.parametrize("name", CONTRACTS)
 def test_each_version_reads_the_previous_one(name: str) -> None:
     paths = versions(name)
     for older, newer in zip(paths, paths[1:]):
         assert compatible(load(newer), load(older)), f"{newer.name} cannot read data written with {older.name}"
 
 
-@pytest.mark.parametrize("name", ["click", "prediction"])
+@pytest.mark.parametrize("name", CONTRACTS)
 def test_each_version_is_read_by_the_previous_one(name: str) -> None:
     """Forward compatibility: consumers still on the older schema read what the newer one writes."""
     paths = versions(name)
@@ -44,7 +48,7 @@ def test_each_version_is_read_by_the_previous_one(name: str) -> None:
         assert compatible(load(older), load(newer)), f"{older.name} cannot read data written with {newer.name}"
 
 
-@pytest.mark.parametrize("name", ["click", "prediction"])
+@pytest.mark.parametrize("name", CONTRACTS)
 def test_checker_rejects_a_breaking_change(name: str) -> None:
     """Guards the check above: a new required field without default must be reported as incompatible."""
     current = load(SCHEMAS / f"{name}.avsc")
@@ -62,3 +66,7 @@ def test_event_type_enum_can_grow() -> None:
     enum = next(f for f in grown["fields"] if f["name"] == "event_type")["type"]
     enum["symbols"].append("wishlist")
     assert compatible(current, grown)
+
+
+def test_every_contract_file_is_covered() -> None:
+    assert {p.stem for p in SCHEMAS.glob("*.avsc")} == set(CONTRACTS)

@@ -75,3 +75,18 @@ def test_explain_predictions_is_a_switch_off_by_default(tmp_path: Path) -> None:
         load_settings(env={"CLICKSTREAM_EXPLAIN_PREDICTIONS": "maybe"})
     s = Settings(explain_predictions=True)
     assert load_settings(env=s.to_env()) == s
+
+
+def test_demand_and_audience_settings() -> None:
+    s = load_settings(env={"CLICKSTREAM_DEMAND": "0", "CLICKSTREAM_AUDIENCE": "true",
+                           "CLICKSTREAM_DEMAND_WINDOWS_S": "60,300", "CLICKSTREAM_AUDIENCE_THRESHOLD": "0.7"})
+    assert (s.demand, s.audience, s.demand_windows_s, s.audience_threshold) == (False, True, (60, 300), 0.7)
+    assert load_settings(env=s.to_env()) == s  # what a worker process inherits
+    with pytest.raises(ConfigError, match="audience thresholds"):
+        load_settings(env={"CLICKSTREAM_AUDIENCE_REARM_THRESHOLD": "0.9"})
+    with pytest.raises(ConfigError, match="demand must be true or false"):
+        load_settings(env={"CLICKSTREAM_DEMAND": "maybe"})
+    with pytest.raises(ConfigError, match="demand_windows_s must be positive"):
+        Settings(demand_windows_s=())
+    with pytest.raises(ConfigError, match="audience_threshold must be float"):
+        load_settings(env={"CLICKSTREAM_AUDIENCE_THRESHOLD": "high"})
