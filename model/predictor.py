@@ -174,10 +174,13 @@ class Predictor:
             self._serving[shape] = self._functions[shape]
         return time.perf_counter() - start
 
+    def shapes_to_compile(self) -> list[tuple[int, int]]:
+        return [shape for shape in self._functions if shape not in self._compiled]
+
     def warm_rest(self) -> float:
-        """Compile the shapes that ``warm="first"`` left out (safe beside predictions in another thread: until a
-        shape is compiled, its batches run on a larger usable one)."""
-        return self.warm([shape for shape in self._functions if shape not in self._compiled])
+        """Compile the shapes that ``warm="first"`` left out (until a shape is compiled, its batches run on a
+        larger usable one)."""
+        return self.warm(self.shapes_to_compile())
 
     def _shape_for(self, rows: int, length: int) -> tuple[int, int]:
         """The cheapest usable (batch, length) shape that holds ``rows`` windows of ``length`` steps."""

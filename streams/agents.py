@@ -37,7 +37,7 @@ def load_predictor(first: bool = True) -> Any:
     from model.predictor import Predictor
 
     # at start (predictor_warm "first") the worker serves once one shape is traced (~1.5 s; batches pad to it until
-    # the compiled shapes, built beside them by warm_the_rest, are ready); a model rolled out later is loaded
+    # the compiled shapes, queued between them by compile_in_turn, are ready); a model rolled out later is loaded
     # beside the serving one and compiled whole
     predictor = Predictor(settings.model_dir, top_k=settings.top_k,
                           threads=settings.inference_threads if first else None,  # fixed once per process
@@ -49,10 +49,24 @@ def load_predictor(first: bool = True) -> Any:
     return predictor
 
 
-def warm_the_rest(predictor: Any) -> None:
-    seconds = predictor.warm_rest()
-    log.info("model %s: every shape compiled (%d shapes, %.1fs more)", predictor.version, predictor.shapes_total,
-             seconds)
+async def compile_in_turn(predictor: Any) -> None:
+    """Compile the serving model's other shapes on the inference thread, one at a time, letting the batches that
+    queued behind each one run before the next: TensorFlow never compiles and predicts at once, and a batch
+    waits behind at most one shape (~4 s here)."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(1.0)  # the first batches first
+    for shape in predictor.shapes_to_compile():
+        await loop.run_in_executor(runtime.inference, compile_one, predictor, shape)
+        await asyncio.sleep(0.2)
+    log.info("model %s: every shape compiled (%d of %d)", predictor.version, predictor.shapes_warm,
+             predictor.shapes_total)
+
+
+def compile_one(predictor: Any, shape: tuple[int, int]) -> None:
+    try:
+        predictor.warm([shape])
+    except Exception as exc:  # the shape stays unused: batches keep running on the shapes that are ready
+        log.error("model %s: compiling shape %s failed: %s: %s", predictor.version, shape, type(exc).__name__, exc)
 
 
 def stop_unacknowledged(exc: BaseException) -> None:
@@ -76,7 +90,7 @@ async def predict_next_intent(stream: Any) -> None:
                                                             **settings.codec_options()),
                                window_length=predictor.window_length, model_version=predictor.version)
     runtime.predictor, runtime.processor = predictor, processor
-    runtime.warming = loop.run_in_executor(None, warm_the_rest, predictor)  # beside the first batches
+    runtime.compiling = asyncio.ensure_future(compile_in_turn(predictor))
     metrics.model_info.labels(predictor.version).set(1)
     next_report = time.monotonic()
     next_expiry = next_report + EXPIRY_INTERVAL_S  # the first sweep a minute after start, as a timer would
