@@ -37,6 +37,11 @@ def unreachable(settings: Settings, seen: Sequence[str] = ()) -> BrokerUnavailab
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return AuthenticationFailed(f"the TLS certificate of the broker at {at} is not trusted (set "
                                     "CLICKSTREAM_SSL_CAFILE to the CA that signed it)")
+    if any(alert in text for alert in ("ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED", "ALERT_CERTIFICATE_UNKNOWN")):
+        given = (f"the one in {settings.ssl_certfile}" if settings.ssl_certfile
+                 else "none was given")
+        return AuthenticationFailed(f"the broker at {at} refused this client's TLS certificate ({given}): it asks "
+                                    "for one signed by a CA it trusts (CLICKSTREAM_SSL_CERTFILE, CLICKSTREAM_SSL_KEYFILE)")
     handshake = [m for m in seen if "Handshake failed" in m]
     if handshake:
         reason = handshake[0].split("Handshake failed:", 1)[-1].strip()[:120]

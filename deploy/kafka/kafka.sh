@@ -8,7 +8,9 @@
 #
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_STATE_DIR (<repo>/.state/kafka),
 # KAFKA_HEAP_OPTS (-Xmx1g -Xms256m), KAFKA_START_TIMEOUT_S (90); KAFKA_SASL_PORT adds a SASL_PLAINTEXT listener
-# with SCRAM-SHA-256 for KAFKA_SASL_USER / KAFKA_SASL_PASSWORD (alice / alice-secret) on a new state folder.
+# with SCRAM-SHA-256 for KAFKA_SASL_USER / KAFKA_SASL_PASSWORD (alice / alice-secret) on a new state folder;
+# KAFKA_SSL_PORT adds an SSL listener that requires client certificates (mutual TLS), from PEM files in
+# KAFKA_SSL_DIR: broker.pem (certificate chain, then its unencrypted PKCS#8 key) and ca.pem (trusted for clients).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -72,6 +74,22 @@ up() {
       echo "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
     } >>"$state/server.properties"
     format_extra=(--add-scram "SCRAM-SHA-256=[name=${KAFKA_SASL_USER:-alice},password=${KAFKA_SASL_PASSWORD:-alice-secret}]")
+  fi
+  if [[ -n ${KAFKA_SSL_PORT:-} ]]; then
+    # an extra SSL listener with required client certificates (tests of mutual TLS); later keys win
+    [[ -f ${KAFKA_SSL_DIR:-}/broker.pem && -f ${KAFKA_SSL_DIR:-}/ca.pem ]] \
+      || die "KAFKA_SSL_PORT needs KAFKA_SSL_DIR with broker.pem and ca.pem"
+    local ssl=SSL://127.0.0.1:$KAFKA_SSL_PORT
+    {
+      echo "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,$ssl"
+      echo "advertised.listeners=PLAINTEXT://127.0.0.1:$port,$ssl"
+      echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL"
+      echo "listener.name.ssl.ssl.keystore.type=PEM"
+      echo "listener.name.ssl.ssl.keystore.location=$KAFKA_SSL_DIR/broker.pem"
+      echo "listener.name.ssl.ssl.truststore.type=PEM"
+      echo "listener.name.ssl.ssl.truststore.location=$KAFKA_SSL_DIR/ca.pem"
+      echo "listener.name.ssl.ssl.client.auth=required"
+    } >>"$state/server.properties"
   fi
   local java_opts=(-cp "$cp" "-Dlog4j2.configurationFile=$here/log4j2.properties" "-Dkafka.logs.dir=$log_dir")
   if [[ ! -f $data_dir/meta.properties ]]; then
