@@ -1,10 +1,10 @@
-"""python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay, restart, derived (or all)."""
+"""python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay, restart, derived, scaleout (or all)."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-NAMES = ("predictor", "replay", "throughput", "latency", "state", "restart", "derived")
+NAMES = ("predictor", "replay", "throughput", "latency", "state", "restart", "derived", "scaleout")
 
 
 def main() -> None:
