@@ -22,10 +22,10 @@ from collections.abc import Callable, MutableMapping, Sequence
 from core.derived_records import AudienceEntry
 from core.errors import DecodeError
 from core.records import Click, Prediction
+from streams.window import prefixed, read_prefixed
 
 VERSION = 1
 _HEADER = struct.Struct("<BBq")  # version, armed, event time of the last entry
-_LENGTH = struct.Struct("<H")
 TOP_CATEGORIES = 3
 
 
@@ -39,9 +39,8 @@ class AudienceState:
     entered_event_ms: int = 0
 
     def pack(self) -> bytes:
-        session, event_id = self.entered_session.encode(), self.entered_event_id.encode()
         return b"".join([_HEADER.pack(VERSION, int(self.armed), self.entered_event_ms),
-                         _LENGTH.pack(len(session)), session, _LENGTH.pack(len(event_id)), event_id])
+                         prefixed(self.entered_session), prefixed(self.entered_event_id)])
 
     @classmethod
     def unpack(cls, data: bytes) -> AudienceState:
@@ -49,18 +48,13 @@ class AudienceState:
             version, armed, event_ms = _HEADER.unpack_from(data)
             if version != VERSION:
                 raise DecodeError(f"audience state format {version}, this code reads {VERSION}")
-            at = _HEADER.size
-            texts = []
-            for _ in range(2):
-                (size,) = _LENGTH.unpack_from(data, at)
-                at += _LENGTH.size
-                if at + size > len(data):
-                    raise DecodeError("corrupt audience state (text runs past the end)")
-                texts.append(data[at: at + size].decode())
-                at += size
+            session, at = read_prefixed(data, _HEADER.size)
+            event_id, _ = read_prefixed(data, at)
+        except IndexError:
+            raise DecodeError("corrupt audience state (text runs past the end)") from None
         except (struct.error, UnicodeDecodeError) as exc:
             raise DecodeError(f"corrupt audience state ({exc})") from None
-        return cls(bool(armed), texts[0], texts[1], event_ms)
+        return cls(bool(armed), session, event_id, event_ms)
 
 
 NEVER_ENTERED = AudienceState()

@@ -87,7 +87,7 @@ class UserWindow:
             struct.pack(f"<{n}b", *self.event_types),
             struct.pack(f"<{n}I", *self.checksums),
             bytes(map(slot.__getitem__, self.categories)),
-            *(_LENGTH.pack(len(raw)) + raw for raw in (c.encode() for c in distinct)),
+            *(prefixed(c) for c in distinct),
         ])
 
     @classmethod
@@ -134,10 +134,22 @@ def _distinct_categories(data: bytes, at: int, version: int) -> list[str]:
         return data[at:].decode().split(_V1_SEP)
     distinct = []
     while at < len(data):
-        (size,) = _LENGTH.unpack_from(data, at)
-        at += _LENGTH.size
-        if at + size > len(data):
-            raise IndexError("category id runs past the end")
-        distinct.append(data[at: at + size].decode())
-        at += size
+        text, at = read_prefixed(data, at)
+        distinct.append(text)
     return distinct
+
+
+def prefixed(text: str) -> bytes:
+    """``text`` as UTF-8 after its 2-byte length: ids in packed state never need a separator."""
+    raw = text.encode()
+    return _LENGTH.pack(len(raw)) + raw
+
+
+def read_prefixed(data: bytes, at: int) -> tuple[str, int]:
+    """The text :func:`prefixed` wrote at ``at``, and where the next field starts. Raises IndexError when the
+    text runs past the end, struct.error or UnicodeDecodeError on other corruption."""
+    (size,) = _LENGTH.unpack_from(data, at)
+    at += _LENGTH.size
+    if at + size > len(data):
+        raise IndexError("a length-prefixed text runs past the end")
+    return data[at: at + size].decode(), at + size
