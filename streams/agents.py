@@ -19,7 +19,7 @@ from streams import metrics
 from streams.app import app, settings
 from streams.batch import BatchProcessor, BatchResult, Message, stale_keys
 from streams.derived import derived
-from streams.faust_glue import current_event_of, held, send_in_batches
+from streams.faust_glue import TableWrite, held, send_in_batches, write_table
 from streams.runtime import Runtime
 from streams.topics import click_sources, dead_letter_topic, predictions_topic, rekeyed_clicks_topic, user_to_window
 
@@ -107,10 +107,11 @@ async def predict_next_intent(stream: Any) -> None:
                 started = time.monotonic()
                 result = await processor.process(messages, user_to_window.get, runtime.infer)
                 sending = time.monotonic()
-                for key, (packed, index) in result.window_writes.items():
-                    with current_event_of(events[index]):
-                        user_to_window[key] = packed
-                derived_outgoing = derived.derive(events, result, processor.window_length)  # demand, audiences
+                await write_table(user_to_window, app.producer,
+                                  [TableWrite(key, packed, events[index])
+                                   for key, (packed, index) in result.window_writes.items()], stop_unacknowledged)
+                derived_outgoing = await derived.derive(events, result, processor.window_length,
+                                                      stop_unacknowledged)  # demand, audiences
                 for topic, outgoing in ((dead_letter_topic, result.dead_letters),
                                         (rekeyed_clicks_topic, result.rekeyed), (predictions_topic, result.predictions),
                                         *derived_outgoing):
@@ -124,8 +125,7 @@ async def predict_next_intent(stream: Any) -> None:
         now = time.monotonic()
         if now >= next_expiry:
             next_expiry = now + EXPIRY_INTERVAL_S
-            with current_event_of(None):
-                expire_idle_windows(processor)
+            await expire_idle_windows(processor)
         if now >= next_report:
             next_report = now + COUNTERS_INTERVAL_S
             log.info("%s", processor.counters)
@@ -178,12 +178,11 @@ def observe(messages: list[Message], result: BatchResult, started: float, sendin
         metrics.click_to_prediction.observe(sent - m.received_s)
 
 
-def expire_idle_windows(processor: BatchProcessor) -> None:
+async def expire_idle_windows(processor: BatchProcessor) -> None:
     """Delete the windows of users idle longer than the TTL (in event time, so backfills expire too)."""
     if not processor.stream_time_ms:
         return
     stale = stale_keys(user_to_window.items(), processor.stream_time_ms, settings.window_ttl_s * 1000)
-    for key in stale:
-        del user_to_window[key]
+    await write_table(user_to_window, app.producer, [TableWrite(key, None, None) for key in stale], stop_unacknowledged)
     processor.counters.expired += len(stale)
     metrics.expired_windows.inc(len(stale))

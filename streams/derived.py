@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.derived_records import AudienceEntry, CategoryDemand
@@ -20,7 +20,7 @@ from streams.app import app, settings
 from streams.audience import AudienceGate, AudienceState
 from streams.batch import BatchResult, Outgoing
 from streams.demand import DemandAggregator
-from streams.faust_glue import current_event_of
+from streams.faust_glue import TableWrite, write_table
 from streams.window import UserWindow
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ class Derived:
     def on_assigned(self, partitions: set[int]) -> None:
         self.assigned = partitions
 
-    def derive(self, events: Sequence[Any], result: BatchResult, window_length: int) -> list[tuple[Any, list[Outgoing]]]:
+    async def derive(self, events: Sequence[Any], result: BatchResult, window_length: int,
+                     on_failure: Callable[[BaseException], None]) -> list[tuple[Any, list[Outgoing]]]:
         """Feed a handled batch's predictions to demand and audiences; store changed audience states; return
         the messages to send, by topic. ``events`` are the batch's Faust events (indexed like its messages)."""
         started = time.monotonic()
@@ -83,9 +84,10 @@ class Derived:
 
             resent = self.gate.counters.resent
             decided = self.gate.process(result.made, times_of)
-            for key, (state, index) in decided.writes.items():
-                with current_event_of(events[index]):
-                    user_to_audience[key] = state.pack()
+            if decided.writes:
+                await write_table(user_to_audience, app.producer,
+                                  [TableWrite(key, state.pack(), events[index])
+                                   for key, (state, index) in decided.writes.items()], on_failure)
             if decided.entries:
                 out.append((audiences_topic, [Outgoing(e.key, self.audience_codec.encode(e)) for e in decided.entries]))
                 resent = self.gate.counters.resent - resent

@@ -10,15 +10,27 @@
 3. The app producer's aiokafka producer (``Producer._ensure_producer``, private): :func:`send_in_batches`
    builds one record batch per partition with aiokafka's compiled batch builder instead of one Faust send
    per message. Faust flushes this same producer before it commits offsets, so delivery is unchanged.
+4. A table's store and changelog (``Table.data``, the store's ``set_persisted_offset``, ``Table.changelog_topic``):
+   :func:`write_table` writes the local store and sends the changelog records itself, through
+   :func:`send_in_batches`, instead of ``table[key] = value``. Faust's own path queues each changelog record in
+   its producer buffer, and the flush before a commit gives up after 0.1 s without a message leaving that buffer
+   (``ProducerBuffer.flush_atmost``): under load a commit could pass records still queued, and a kill -9 then
+   lost them while their clicks stayed committed (the changelog, which other workers recover from, missed the
+   window). Records handed to aiokafka before the batch is acknowledged are covered by the commit's flush.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from faust.streams import _current_event
+from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -42,12 +54,50 @@ def held(events: Sequence[Any]) -> Iterator[None]:
         event.message.decref()
 
 
+@dataclasses.dataclass(frozen=True)
+class TableWrite:
+    """One key's new value (None: delete) and the event whose partition files it in the store (None for a
+    delete outside stream iteration: the store then looks in every partition's database)."""
+    key: bytes
+    value: bytes | None
+    event: Any | None
+    headers: tuple = ()
+
+
+async def write_table(table: Any, faust_producer: Any, writes: Sequence[TableWrite],
+                      on_failure: Callable[[BaseException], None]) -> None:
+    """Write ``writes`` to the table's local store and send them to its changelog, one record batch per
+    partition. Returns once the records are in the producer (so the next commit waits for their delivery);
+    the store's persisted offset per partition follows each delivered batch, as Faust's own callback does.
+    For tables with ``use_partitioner=True`` (the changelog partition of a key is the partition of its clicks)."""
+    if not writes:
+        return
+    store = table.data
+    for w in writes:
+        if w.value is None:
+            del store[w.key]
+        else:
+            with current_event_of(w.event):
+                store[w.key] = w.value
+    topic = table.changelog_topic.get_topic_name()
+
+    def persisted(partition: int, last_offset: int) -> None:
+        try:
+            store.set_persisted_offset(TP(topic, partition), last_offset)
+        except Exception as exc:  # a partition revoked meanwhile: recovery then reads a little more
+            log.warning("%s: persisted offset %d of partition %d not stored: %s", topic, last_offset, partition, exc)
+
+    await send_in_batches(faust_producer, topic, writes, on_failure, persisted)
+
+
 async def send_in_batches(faust_producer: Any, topic: str, messages: Sequence[Any],
-                          on_failure: Callable[[BaseException], None]) -> None:
+                          on_failure: Callable[[BaseException], None],
+                          on_delivered: Callable[[int, int], None] | None = None) -> None:
     """Send ``messages`` (``.key``, ``.value``, ``.headers``) to ``topic``: one record batch per partition.
 
     Keyed messages go where Kafka's default partitioner puts them (murmur2 of the key, as the Java client
-    and aiokafka do), unkeyed ones round-robin. ``on_failure`` is called if a batch is not delivered.
+    and aiokafka do), unkeyed ones round-robin. ``on_failure`` is called if a batch is not delivered,
+    ``on_delivered(partition, offset of its last record)`` when one is.
     """
     from aiokafka.partitioner import murmur2
 
@@ -59,18 +109,25 @@ async def send_in_batches(faust_producer: Any, topic: str, messages: Sequence[An
         p = partitions[(murmur2(m.key) & 0x7FFFFFFF) % n] if m.key is not None else partitions[i % n]
         by_partition.setdefault(p, []).append(m)
 
-    def check(fut: Any) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            on_failure(fut.exception())
+    async def send(batch: Any, partition: int, count: int) -> None:
+        def check(fut: Any) -> None:
+            if fut.cancelled():
+                return
+            if fut.exception() is not None:
+                on_failure(fut.exception())
+            elif on_delivered is not None:
+                on_delivered(partition, fut.result().offset + count - 1)  # a batch's metadata: its base offset
 
-    for partition, group in by_partition.items():
-        batch = producer.create_batch()
-        for m in group:
-            if batch.append(timestamp=None, key=m.key, value=m.value, headers=list(m.headers)) is None:  # full
-                batch.close()
-                (await producer.send_batch(batch, topic, partition=partition)).add_done_callback(check)
-                batch = producer.create_batch()
-                if batch.append(timestamp=None, key=m.key, value=m.value, headers=list(m.headers)) is None:
-                    raise ValueError(f"a message of {len(m.value)} bytes does not fit in a record batch")
         batch.close()
         (await producer.send_batch(batch, topic, partition=partition)).add_done_callback(check)
+
+    for partition, group in by_partition.items():
+        batch, count = producer.create_batch(), 0
+        for m in group:
+            if batch.append(timestamp=None, key=m.key, value=m.value, headers=list(m.headers)) is None:  # full
+                await send(batch, partition, count)
+                batch, count = producer.create_batch(), 0
+                if batch.append(timestamp=None, key=m.key, value=m.value, headers=list(m.headers)) is None:
+                    raise ValueError(f"a message of {len(m.value)} bytes does not fit in a record batch")
+            count += 1
+        await send(batch, partition, count)

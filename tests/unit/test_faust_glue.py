@@ -99,3 +99,92 @@ def test_send_in_batches_puts_each_key_where_kafkas_partitioner_does() -> None:
         assert placed[key] == (java_compatible_murmur2(key) & 0x7FFFFFFF) % 4
     assert sum(len(records) for _, _, records in AioProducer.sent) == 51
     assert len(AioProducer.sent) <= 4  # one batch per partition
+
+
+def test_write_table_stores_and_logs_each_key_and_persists_the_delivered_offsets() -> None:
+    import asyncio
+
+    import faust.stores.rocksdb
+    import faust.tables.base
+
+    from streams.faust_glue import TableWrite, write_table
+
+    # what write_table stands in for: Faust's changelog callback stores the offset the same way
+    assert "set_persisted_offset" in faust.tables.base.Collection._on_changelog_sent.__code__.co_names
+    assert hasattr(faust.stores.rocksdb.Store, "set_persisted_offset")
+
+    class Store:
+        def __init__(self) -> None:
+            self.values: dict[bytes, tuple[bytes, int]] = {b"gone": (b"old", 3)}
+            self.persisted: dict[TP, int] = {}
+
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            self.values[key] = (value, faust.streams.current_event().message.partition)  # as the RocksDB store
+
+        def __delitem__(self, key: bytes) -> None:
+            del self.values[key]
+
+        def set_persisted_offset(self, tp: TP, offset: int) -> None:
+            self.persisted[tp] = offset
+
+    class Topic:
+        def get_topic_name(self) -> str:
+            return "app-user_to_window-changelog"
+
+    class Table:
+        data, changelog_topic = Store(), Topic()
+
+    class Metadata:
+        def __init__(self, offset: int) -> None:
+            self.offset = offset
+
+    class Batch:
+        def __init__(self) -> None:
+            self.records: list = []
+
+        def append(self, *, timestamp: object, key: bytes, value: bytes | None, headers: list) -> object:
+            self.records.append((key, value))
+            return object()
+
+        def close(self) -> None:
+            pass
+
+    class AioProducer:
+        sent: list = []
+        base = {0: 100, 1: 200, 2: 300, 3: 400}
+
+        async def partitions_for(self, topic: str) -> set[int]:
+            return {0, 1, 2, 3}
+
+        def create_batch(self) -> Batch:
+            return Batch()
+
+        async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future:
+            self.sent.append((topic, partition, batch.records))
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(Metadata(self.base[partition]))
+            return fut
+
+    class FaustProducer:
+        def _ensure_producer(self) -> AioProducer:
+            return AioProducer()
+
+    events = [Event(faust_message(i)) for i in range(20)]
+    writes = [TableWrite(f"user-{i}".encode(), f"w{i}".encode(), events[i]) for i in range(20)]
+    writes.append(TableWrite(b"gone", None, None))
+    failures: list = []
+
+    async def run() -> None:
+        await write_table(Table(), FaustProducer(), writes, failures.append)
+        await asyncio.sleep(0)  # the delivery callbacks
+
+    asyncio.run(run())
+    assert failures == []
+    store = Table.data
+    assert store.values == {f"user-{i}".encode(): (f"w{i}".encode(), 0) for i in range(20)}
+    logged = {key: value for topic, _, records in AioProducer.sent for key, value in records}
+    assert {t for t, _, _ in AioProducer.sent} == {"app-user_to_window-changelog"}
+    assert logged == {**{w.key: w.value for w in writes}, b"gone": None}  # the delete as a tombstone
+    per_partition = {p: len(records) for _, p, records in AioProducer.sent}
+    assert store.persisted == {TP("app-user_to_window-changelog", p): AioProducer.base[p] + n - 1
+                               for p, n in per_partition.items()}
