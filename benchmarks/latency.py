@@ -25,7 +25,9 @@ from schemas.codec import RecordCodec
 
 def collect(s: Settings, total: int, ready: Any, done_sending: Any, out: Any) -> None:
     """The collector, in a process of its own: read predictions from the end of the topic, note each one's
-    latency (arrival minus the click's event time, which the generator stamped at sending)."""
+    latency (arrival minus the click's event time, which the generator stamped at sending), split at the
+    prediction's ``predicted_at_ms`` into the way in (broker, the worker's fetch and batch) and the way out
+    (the worker's send, broker, this consumer's fetch): one machine, one clock."""
     async def run() -> None:
         from aiokafka import AIOKafkaConsumer
 
@@ -38,6 +40,7 @@ def collect(s: Settings, total: int, ready: Any, done_sending: Any, out: Any) ->
             await consumer.position(tp)
         ready.set()
         latencies: list[float] = []
+        ways: list[tuple[float, float]] = []  # (click -> predicted, predicted -> arrival) ms
         timings: list[tuple[float, float, float, float]] = []
         deadline = None
         while len(latencies) < total:
@@ -47,6 +50,7 @@ def collect(s: Settings, total: int, ready: Any, done_sending: Any, out: Any) ->
                 for r in records:
                     p = codec.decode(r.value)
                     latencies.append(now_ms - p.event_time_ms)
+                    ways.append((p.predicted_at_ms - p.event_time_ms, now_ms - p.predicted_at_ms))
                     if p.timing:
                         t = p.timing
                         timings.append((t.batch_size, t.batch_wait_ms, t.window_ms, t.inference_ms))
@@ -55,7 +59,7 @@ def collect(s: Settings, total: int, ready: Any, done_sending: Any, out: Any) ->
             if deadline is not None and time.monotonic() > deadline:
                 break
         await consumer.stop()
-        out.put((latencies, timings))
+        out.put((latencies, ways, timings))
 
     asyncio.run(run())
 
@@ -92,16 +96,19 @@ def one_rate(s: Settings, rate: int, seconds: float, users: int) -> dict[str, An
         raise RuntimeError("the collector did not start")
     achieved = asyncio.run(generate(s, rate, total, users))
     done_sending.set()
-    latencies, timings = out.get(timeout=600)
+    latencies, ways, timings = out.get(timeout=600)
     collector.join(30)
     lat = np.asarray(latencies) if latencies else np.asarray([np.nan])
+    way = np.asarray(ways) if ways else np.full((1, 2), np.nan)
     t = np.asarray(timings) if timings else np.zeros((0, 4))
     split = {k: float(t[:, j].mean()) if len(t) else 0.0
              for j, k in enumerate(("batch_size", "batch_wait_ms", "window_ms", "inference_ms"))}
     return {"rate": rate, "achieved_rate": achieved, "sent": total, "received": len(latencies),
             "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
             "p99_ms": float(np.percentile(lat, 99)), "p999_ms": float(np.percentile(lat, 99.9)),
-            "max_ms": float(np.max(lat)), "worker_split_mean": split}
+            "max_ms": float(np.max(lat)), "in_p50_ms": float(np.percentile(way[:, 0], 50)),
+            "in_p99_ms": float(np.percentile(way[:, 0], 99)), "out_p50_ms": float(np.percentile(way[:, 1], 50)),
+            "out_p99_ms": float(np.percentile(way[:, 1], 99)), "worker_split_mean": split}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,10 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         worker.stop()
     print(table([[r["rate"], r["achieved_rate"], r["received"], r["p50_ms"], r["p99_ms"], r["p999_ms"], r["max_ms"],
+                  r["in_p50_ms"], r["in_p99_ms"], r["out_p50_ms"], r["out_p99_ms"],
                   r["worker_split_mean"]["batch_size"], r["worker_split_mean"]["batch_wait_ms"],
                   r["worker_split_mean"]["window_ms"], r["worker_split_mean"]["inference_ms"]] for r in results],
-                ["rate", "achieved", "received", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "batch", "wait ms",
-                 "window ms", "infer ms"]))
+                ["rate", "achieved", "received", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "in p50", "in p99",
+                 "out p50", "out p99", "batch", "wait ms", "window ms", "infer ms"]))
     under = [r["rate"] for r in results if r["p99_ms"] <= 100 and r["received"] == r["sent"]]
     print(f"highest rate with p99 <= 100 ms: {max(under) if under else 'none'} clicks/s")
     write_results("latency", {"model": str(model), "seconds_per_rate": args.seconds, "capacity": args.capacity,

@@ -89,8 +89,20 @@ class AvroCodec:
             self._header = _SINGLE_OBJECT + single_object_fingerprint(self.schema)
         else:
             self._header = b""
+        # fields whose type is a union of null and one record: naming the branch at encode time spares fastavro
+        # from matching the datum against the record schema (Python-side validation, ~20 us per message)
+        self._named_unions = [(f["name"], branches[1]["name"]) for f in self.schema["fields"]
+                              if isinstance(branches := f["type"], list) and len(branches) == 2
+                              and branches[0] == "null" and isinstance(branches[1], dict)
+                              and branches[1].get("type") == "record"]
 
     def encode(self, record: dict[str, Any]) -> bytes:
+        if self._named_unions:
+            record = dict(record)
+            for field, name in self._named_unions:
+                value = record.get(field)
+                if isinstance(value, dict):
+                    record[field] = (name, value)
         buf = io.BytesIO()
         buf.write(self._header)
         fastavro.schemaless_writer(buf, self.schema, record)
