@@ -64,18 +64,19 @@ async def compile_in_turn(predictor: Any) -> None:
     freeze_heap()
 
 
-def freeze_heap() -> None:
+def freeze_heap(collect: bool = False) -> None:
     """Move every object alive now (TensorFlow, the model, Faust: ~400k) out of the garbage collector's sight.
 
     A full collection walks them all, ~0.4 s here, and Python runs one whenever enough new long-lived objects
-    pile up: a stall of the event loop that every click in flight waits out (the p99 of the latency
-    benchmark). What is alive after the model is loaded lives as long as the process; called again after the
-    compiles and a rollout, it first unfreezes, so that a replaced model's cycles can still be collected (one
-    such stall per call).
+    pile up: a stall of the event loop that every click in flight waits out (it set the latency benchmark's
+    p99). Freezing is instant; what is alive once the model is loaded lives as long as the process. After a
+    rollout (``collect``) the frozen objects are collected once first, so that the replaced model's cycles
+    are freed: one such stall per rollout.
     """
     started = time.monotonic()
-    gc.unfreeze()
-    gc.collect()
+    if collect:
+        gc.unfreeze()
+        gc.collect()
     gc.freeze()
     log.info("garbage collector: %d objects frozen in %.2fs", gc.get_freeze_count(), time.monotonic() - started)
 
@@ -117,7 +118,7 @@ async def predict_next_intent(stream: Any) -> None:
         switched_from = runtime.switch_to_pending()
         if switched_from is not None:
             log.info("switched from model %s to %s", switched_from, runtime.predictor.version)
-            freeze_heap()
+            freeze_heap(collect=True)
             metrics.model_info.labels(switched_from).set(0)
             metrics.model_info.labels(runtime.predictor.version).set(1)
         try:
