@@ -1,6 +1,9 @@
 """Pins the Faust internals the worker relies on (streams/faust_glue.py): if Faust changes them, this fails."""
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+
 import faust.streams
 import faust.transport.drivers.aiokafka
 import pytest
@@ -46,10 +49,53 @@ def test_held_messages_are_acknowledged_only_when_the_batch_completes() -> None:
     assert failed.message.ack(Consumer()) is False and not failed.message.acked
 
 
-def test_send_in_batches_puts_each_key_where_kafkas_partitioner_does() -> None:
-    import asyncio
-    from dataclasses import dataclass
+class Batch:
+    """aiokafka's record batch builder, as the glue uses it."""
 
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def append(self, *, timestamp: object, key: bytes | None, value: bytes | None, headers: list) -> object:
+        self.records.append((key, value, headers))
+        return object()
+
+    def close(self) -> None:
+        pass
+
+
+class Metadata:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class AioProducer:
+    """aiokafka's producer: four partitions; a batch to partition p is delivered at base offset 100 * (p + 1)."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2, 3}
+
+    def create_batch(self) -> Batch:
+        return Batch()
+
+    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future:
+        self.sent.append((topic, partition, batch.records))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(Metadata(100 * (partition + 1)))
+        return fut
+
+
+class FaustProducer:
+    def __init__(self) -> None:
+        self.aio = AioProducer()
+
+    def _ensure_producer(self) -> AioProducer:  # the private accessor the glue relies on
+        return self.aio
+
+
+def test_send_in_batches_puts_each_key_where_kafkas_partitioner_does() -> None:
     from kafka.partitioner import murmur2 as java_compatible_murmur2
 
     from streams.faust_glue import send_in_batches
@@ -60,50 +106,20 @@ def test_send_in_batches_puts_each_key_where_kafkas_partitioner_does() -> None:
         value: bytes
         headers: tuple = ()
 
-    class Batch:
-        def __init__(self) -> None:
-            self.records: list = []
-
-        def append(self, *, timestamp: object, key: bytes | None, value: bytes, headers: list) -> object:
-            self.records.append((key, value, headers))
-            return object()
-
-        def close(self) -> None:
-            pass
-
-    class AioProducer:
-        sent: list = []
-
-        async def partitions_for(self, topic: str) -> set[int]:
-            return {0, 1, 2, 3}
-
-        def create_batch(self) -> Batch:
-            return Batch()
-
-        async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future:
-            self.sent.append((topic, partition, batch.records))
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(None)
-            return fut
-
-    class FaustProducer:
-        def _ensure_producer(self) -> AioProducer:  # the private accessor the glue relies on
-            return AioProducer()
-
     assert hasattr(faust.transport.drivers.aiokafka.Producer, "_ensure_producer")
+    producer = FaustProducer()
     messages = [Out(f"user-{i}".encode(), b"v") for i in range(50)] + [Out(None, b"dead", (("reason", b"x"),))]
-    asyncio.run(send_in_batches(FaustProducer(), "predictions", messages, lambda exc: None))
-    placed = {key: partition for _, partition, records in AioProducer.sent for key, _, _ in records}
+    asyncio.run(send_in_batches(producer, "predictions", messages, lambda exc: None))
+    sent = producer.aio.sent
+    placed = {key: partition for _, partition, records in sent for key, _, _ in records}
     for i in range(50):
         key = f"user-{i}".encode()
         assert placed[key] == (java_compatible_murmur2(key) & 0x7FFFFFFF) % 4
-    assert sum(len(records) for _, _, records in AioProducer.sent) == 51
-    assert len(AioProducer.sent) <= 4  # one batch per partition
+    assert sum(len(records) for _, _, records in sent) == 51
+    assert len(sent) <= 4  # one batch per partition
 
 
 def test_write_table_stores_and_logs_each_key_and_persists_the_delivered_offsets() -> None:
-    import asyncio
-
     import faust.stores.rocksdb
     import faust.tables.base
 
@@ -134,57 +150,23 @@ def test_write_table_stores_and_logs_each_key_and_persists_the_delivered_offsets
     class Table:
         data, changelog_topic = Store(), Topic()
 
-    class Metadata:
-        def __init__(self, offset: int) -> None:
-            self.offset = offset
-
-    class Batch:
-        def __init__(self) -> None:
-            self.records: list = []
-
-        def append(self, *, timestamp: object, key: bytes, value: bytes | None, headers: list) -> object:
-            self.records.append((key, value))
-            return object()
-
-        def close(self) -> None:
-            pass
-
-    class AioProducer:
-        sent: list = []
-        base = {0: 100, 1: 200, 2: 300, 3: 400}
-
-        async def partitions_for(self, topic: str) -> set[int]:
-            return {0, 1, 2, 3}
-
-        def create_batch(self) -> Batch:
-            return Batch()
-
-        async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future:
-            self.sent.append((topic, partition, batch.records))
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(Metadata(self.base[partition]))
-            return fut
-
-    class FaustProducer:
-        def _ensure_producer(self) -> AioProducer:
-            return AioProducer()
-
     events = [Event(faust_message(i)) for i in range(20)]
     writes = [TableWrite(f"user-{i}".encode(), f"w{i}".encode(), events[i]) for i in range(20)]
     writes.append(TableWrite(b"gone", None, None))
     failures: list = []
+    producer = FaustProducer()
 
     async def run() -> None:
-        await write_table(Table(), FaustProducer(), writes, failures.append)
+        await write_table(Table(), producer, writes, failures.append)
         await asyncio.sleep(0)  # the delivery callbacks
 
     asyncio.run(run())
     assert failures == []
-    store = Table.data
+    store, sent = Table.data, producer.aio.sent
     assert store.values == {f"user-{i}".encode(): (f"w{i}".encode(), 0) for i in range(20)}
-    logged = {key: value for topic, _, records in AioProducer.sent for key, value in records}
-    assert {t for t, _, _ in AioProducer.sent} == {"app-user_to_window-changelog"}
+    logged = {key: value for topic, _, records in sent for key, value, _ in records}
+    assert {t for t, _, _ in sent} == {"app-user_to_window-changelog"}
     assert logged == {**{w.key: w.value for w in writes}, b"gone": None}  # the delete as a tombstone
-    per_partition = {p: len(records) for _, p, records in AioProducer.sent}
-    assert store.persisted == {TP("app-user_to_window-changelog", p): AioProducer.base[p] + n - 1
+    per_partition = {p: len(records) for _, p, records in sent}
+    assert store.persisted == {TP("app-user_to_window-changelog", p): 100 * (p + 1) + n - 1
                                for p, n in per_partition.items()}
