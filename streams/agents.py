@@ -68,10 +68,9 @@ def freeze_heap(collect: bool = False) -> None:
     """Move every object alive now (TensorFlow, the model, Faust: ~400k) out of the garbage collector's sight.
 
     A full collection walks them all, ~0.4 s here, and Python runs one whenever enough new long-lived objects
-    pile up: a stall of the event loop that every click in flight waits out (it set the latency benchmark's
-    p99). Freezing is instant; what is alive once the model is loaded lives as long as the process. After a
-    rollout (``collect``) the frozen objects are collected once first, so that the replaced model's cycles
-    are freed: one such stall per rollout.
+    pile up: a stall of the event loop that every click in flight waits out. Freezing is instant; what is alive
+    once the model is loaded lives as long as the process. After a rollout (``collect``) the frozen objects are
+    collected once first, so that the replaced model's cycles are freed: one such stall per rollout.
     """
     started = time.monotonic()
     if collect:
