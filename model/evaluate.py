@@ -60,7 +60,7 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     for lo in range(0, len(targets), chunk):
         windows = [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
                    for a, b in zip(starts[lo: lo + chunk], targets[lo: lo + chunk])]
-        p = predictor.predict(windows)
+        p = predictor.predict(windows, candidates=True)
         model_top.extend([c for c, _ in row] for row in p.top_categories)
         network_top.extend([c for c, _ in row][:10] for row in p.network_top or [])
         model_types.append(p.event_type_probs)

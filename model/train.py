@@ -246,7 +246,7 @@ def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets
     for lo in range(0, len(targets), 2048):
         batch = [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
                  for a, b in zip(starts[lo: lo + 2048], targets[lo: lo + 2048])]
-        prediction = predictor.predict(batch)
+        prediction = predictor.predict(batch, candidates=True)
         assert prediction.network_top is not None
         network_top.extend(prediction.network_top)
         type_probs.append(prediction.event_type_probs)

@@ -91,7 +91,7 @@ def test_predictor_equals_the_keras_model_called_directly(artifact: Path) -> Non
     predictor = Predictor(artifact, batch_sizes=(4, 16), lengths=(4, 8), top_k=3)
     seqs = [["c1", "c2"], ["c5", "c6", "c7", "c8", "c9", "c0", "c1"], ["c3"], ["c4", "c4", "c5"], ["c9"] * 8,
             ["new", "c2", "new"]]  # "new" is out of vocabulary: it can only be copied, by its raw id
-    result = predictor.predict(windows_of(seqs))
+    result = predictor.predict(windows_of(seqs), candidates=True)
 
     model = keras.saving.load_model(artifact / "model.keras")
     flat = np.concatenate([np.asarray(s, dtype=object) for s in seqs])
@@ -116,6 +116,46 @@ def test_predictor_equals_the_keras_model_called_directly(artifact: Path) -> Non
     assert scores["new"] > 0
     np.testing.assert_allclose(result.event_type_probs, out["event_type"], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(result.purchase_probability, out["purchase"][:, 0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_fused_serving_graph_computes_the_keras_network(artifact: Path) -> None:
+    """model/serving.py folds the LSTM's input projection into the embeddings and loops the recurrence itself:
+    every output must stay the network's, left padding included."""
+    import keras
+
+    from model.serving import fused_network
+
+    network = keras.saving.load_model(artifact / "model.keras")
+    rng = np.random.default_rng(3)
+    batch, length = 6, 8
+    category = rng.integers(1, network.get_layer("category_embedding").input_dim, (batch, length)).astype(np.int32)
+    event_type = rng.integers(1, 6, (batch, length)).astype(np.int32)
+    steps = rng.random((batch, length, 9)).astype(np.float32)
+    for row, padding in enumerate((0, 1, 3, 7, 0, 5)):  # left padding of every width but a full one
+        category[row, :padding] = event_type[row, :padding] = 0
+        steps[row, :padding] = 0.0
+    expected = network([category, event_type, steps], training=False)
+    fused = fused_network(network)(category, event_type, steps)
+    assert set(fused) == set(expected)
+    for name in expected:
+        np.testing.assert_allclose(np.asarray(fused[name]), np.asarray(expected[name]), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_batch_served_as_two_halves_equals_one_served_whole(artifact: Path) -> None:
+    """From PARALLEL_MIN_BATCH windows on, a batch runs as two halves at once: the same predictions."""
+    from model.predictor import PARALLEL_MIN_BATCH
+
+    rng = np.random.default_rng(4)
+    seqs = [[CYCLE[i] for i in rng.integers(0, 10, int(rng.integers(1, 9)))] + ["new"] * int(rng.integers(0, 2))
+            for _ in range(PARALLEL_MIN_BATCH - 3)]
+    split = Predictor(artifact, batch_sizes=(PARALLEL_MIN_BATCH,), lengths=(8,), top_k=5)
+    whole = Predictor(artifact, batch_sizes=(PARALLEL_MIN_BATCH - 1,), lengths=(8,), top_k=5)
+    a, b = split.predict(windows_of(seqs)), whole.predict(windows_of(seqs))
+    assert [[c for c, _ in row] for row in a.top_categories] == [[c for c, _ in row] for row in b.top_categories]
+    np.testing.assert_allclose(a.event_type_probs, b.event_type_probs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a.purchase_probability, b.purchase_probability, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow

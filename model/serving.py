@@ -1,0 +1,77 @@
+"""The network's outputs for serving, computed by a fused graph built from the trained Keras network's weights.
+
+The same function as ``network([category, event_type, steps], training=False)`` (``model/network.py``), rewritten
+for inference on CPU, where the LSTM's recurrence is most of the cost:
+
+- the LSTM's input projection folds into the embeddings: ``concat(E_c[c], E_e[e], s) @ W + b`` is
+  ``(E_c @ W_c)[c] + (E_e @ W_e + b)[e] + s @ W_s``, two table lookups and a 9-column matmul done once for every
+  step of the batch, instead of a 65-column matmul inside the recurrence;
+- the recurrence is a ``tf.scan`` over time-major steps, which XLA compiles into one loop: per step one
+  (B, units) x (units, 4 units) matmul and the gates (an unrolled loop compiles for ~20 s and runs slower);
+- the layers after the LSTM (pointer attention, window summary, heads) are the network's own layers, called on
+  the fused LSTM's states.
+
+Padding is on the left and only there (``model/features.py``), so a padded step leaves the state at zero, as
+Keras's masked LSTM does. ``tests/unit/test_serving.py`` holds the fused outputs to the Keras network's.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from model.tf_quiet import import_tensorflow
+
+
+def fused_network(network: Any) -> Any:
+    """A function ``(category, event_type, steps) -> outputs`` (the network's output dict) for serving only."""
+    tf = import_tensorflow()
+    names = [layer.name for layer in network.layers]
+    lstms = [name for name in names if name.startswith("lstm_")]
+    if lstms != ["lstm_0"] or "recent_steps" in names:
+        return lambda category, event_type, steps: network([category, event_type, steps], training=False)
+    lstm = network.get_layer("lstm_0")
+    cell = getattr(lstm, "cell", lstm)
+    if (cell.activation.__name__, cell.recurrent_activation.__name__) != ("tanh", "sigmoid"):
+        raise ValueError("the fused serving graph computes an LSTM with tanh and sigmoid activations only")
+    category_table = network.get_layer("category_embedding").embeddings
+    type_table = network.get_layer("event_type_embedding").embeddings
+    kernel, recurrent, bias = (tf.convert_to_tensor(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    c_dim, t_dim = int(category_table.shape[1]), int(type_table.shape[1])
+    units = int(recurrent.shape[0])
+    # the input projection, folded into each input's table (computed once, here)
+    category_proj = tf.matmul(tf.convert_to_tensor(category_table), kernel[:c_dim])
+    type_proj = tf.matmul(tf.convert_to_tensor(type_table), kernel[c_dim:c_dim + t_dim]) + bias
+    steps_kernel = kernel[c_dim + t_dim:]
+    attention = network.get_layer("attention")
+    summary = network.get_layer("window_summary")
+    intent_hidden = network.get_layer("intent_hidden")
+    heads = {name: network.get_layer(layer) for name, layer in (
+        ("category_gen", "category_gen"), ("gate", "gate"), ("event_type", "event_type_head"),
+        ("purchase", "purchase_head"))}
+
+    def run(category: Any, event_type: Any, steps: Any) -> dict[str, Any]:
+        mask = tf.not_equal(event_type, 0)
+        batch = tf.shape(category)[0]
+        # time-major (T, B, 4 units): each step reads one contiguous slice
+        projected = (tf.gather(category_proj, tf.transpose(category)) + tf.gather(type_proj, tf.transpose(event_type))
+                     + tf.einsum("btf,fg->tbg", steps, steps_kernel))
+        zeros = tf.zeros((batch, units))
+
+        def step(carry: tuple[Any, Any], inputs: tuple[Any, Any]) -> tuple[Any, Any]:
+            h, c = carry
+            z, valid = inputs
+            i, f, g, o = tf.split(z + tf.matmul(h, recurrent), 4, axis=1)
+            c_new = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+            h_new = tf.sigmoid(o) * tf.tanh(c_new)
+            return tf.where(valid, h_new, h), tf.where(valid, c_new, c)
+
+        states, _ = tf.scan(step, (projected, tf.transpose(mask)[:, :, None]), initializer=(zeros, zeros))
+        states = tf.transpose(states, (1, 0, 2))  # (B, T, units)
+        newest = states[:, -1]
+        out = {"attention": attention([states, steps, mask, newest]),
+               "category_gen": heads["category_gen"](newest), "gate": heads["gate"](newest)}
+        intent = intent_hidden(tf.concat([newest, summary([event_type, steps, mask])], axis=-1))
+        out["event_type"] = heads["event_type"](intent)
+        out["purchase"] = heads["purchase"](intent)
+        return out
+
+    return run
