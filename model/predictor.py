@@ -279,14 +279,14 @@ class Predictor:
         flat_types = np.concatenate([w.event_types[len(w.event_types) - k:] for w, k in zip(windows, lengths)])
         flat_times = np.concatenate([w.times_ms[len(w.times_ms) - k:] for w, k in zip(windows, lengths)])
         ends = np.cumsum(lengths)
-        ends_padded = np.concatenate([ends, np.zeros(batch - b, dtype=np.int64)])
-        starts_padded = np.concatenate([ends - lengths, np.zeros(batch - b, dtype=np.int64)])
-        index = window_index(ends_padded, starts_padded, length)
+        index = window_index(ends, ends - lengths, length)
         # hash(): equal raw ids get equal codes within this process, which is all the features compare
         codes = np.fromiter(map(hash, flat_cats), dtype=np.int64, count=len(flat_cats))
         x = encode_windows(self.spec.category_index(flat_cats), codes, flat_types, flat_times, index, self.spec)
+        # the shape's spare rows are padding (zeros), added after the features: nothing computed for them
         idx, scores, oov_copy, event_type, buy, *copy = self._serving[(batch, length)](
-            x["category"], x["event_type"], x["steps"])
+            *(np.concatenate([x[name], np.zeros((batch - b, *x[name].shape[1:]), x[name].dtype)])
+              for name in ("category", "event_type", "steps")))
         if copies is not None:
             weights = copy[0].numpy()[:b]
             for r in range(b):  # left padding: a window's events are the last lengths[r] steps
