@@ -22,14 +22,16 @@ from model.tf_quiet import import_tensorflow
 
 
 def fused_network(network: Any) -> Any:
-    """A function ``(category, event_type, steps) -> outputs`` (the network's output dict) for serving only."""
+    """A function ``(category, event_type, steps) -> outputs`` (the network's output dict) for serving only.
+
+    Relies on ``build_network``'s layer names and its input order (category embedding, event type embedding,
+    step features); a network with more than one LSTM layer or a shortened recurrence is served as it is."""
     tf = import_tensorflow()
     names = [layer.name for layer in network.layers]
     lstms = [name for name in names if name.startswith("lstm_")]
     if lstms != ["lstm_0"] or "recent_steps" in names:
         return lambda category, event_type, steps: network([category, event_type, steps], training=False)
-    lstm = network.get_layer("lstm_0")
-    cell = getattr(lstm, "cell", lstm)
+    cell = network.get_layer("lstm_0").cell
     if (cell.activation.__name__, cell.recurrent_activation.__name__) != ("tanh", "sigmoid"):
         raise ValueError("the fused serving graph computes an LSTM with tanh and sigmoid activations only")
     category_table = network.get_layer("category_embedding").embeddings
