@@ -12,7 +12,7 @@ for inference on CPU, where the LSTM's recurrence is most of the cost:
   the fused LSTM's states.
 
 Padding is on the left and only there (``model/features.py``), so a padded step leaves the state at zero, as
-Keras's masked LSTM does. ``tests/unit/test_serving.py`` holds the fused outputs to the Keras network's.
+Keras's masked LSTM does. ``tests/unit/test_model.py`` holds the fused outputs to the Keras network's.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def fused_network(network: Any) -> Any:
     """A function ``(category, event_type, steps) -> outputs`` (the network's output dict) for serving only.
 
     Relies on ``build_network``'s layer names and its input order (category embedding, event type embedding,
-    step features); a network with more than one LSTM layer or a shortened recurrence is served as it is."""
+    step features); a network with more than one LSTM layer or a shortened recurrence is served as it is. The
+    weights are read here, once: load them before calling this."""
     tf = import_tensorflow()
     names = [layer.name for layer in network.layers]
     lstms = [name for name in names if name.startswith("lstm_")]
