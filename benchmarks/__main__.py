@@ -1,10 +1,12 @@
-"""python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay, restart, derived, scaleout (or all)."""
+"""python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay, restart, derived, scaleout,
+targets (or all)."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-NAMES = ("predictor", "replay", "throughput", "latency", "state", "restart", "derived", "scaleout")
+NAMES = ("predictor", "replay", "throughput", "latency", "state", "restart", "derived", "scaleout",
+         "targets")  # targets reads the results of the others: last
 
 
 def main() -> None:
