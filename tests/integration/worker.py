@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,27 @@ def predictions_by_event(settings: Settings, event_ids: Iterable[str], timeout_s
     consume_until(settings, settings.predictions_topic, take, timeout_s,
                   lambda: f"{len(wanted - found.keys())} of {len(wanted)} event ids without a prediction")
     return found
+
+
+def predictions_or_takeover(settings: Settings, event_ids: Iterable[str], running: WorkerProcess,
+                            takeover: WorkerProcess, first_timeout_s: float = 150.0) -> dict[str, list[Prediction]]:
+    """``predictions_by_event``; if the running worker stalls, it is stopped and ``takeover`` starts and must
+    predict every click.
+
+    A worker that started after another one stopped (a restart, a takeover) has been seen, three times in CI, to
+    predict all but a few clicks and then nothing, with no error (README: known issue, faust-streaming #175
+    alike; not root-caused). That is a liveness problem; a loss would be a click committed without its
+    prediction, which stays missing whatever worker comes next: one more worker, recovering from the changelogs,
+    must still deliver every click, and the caller checks windows and state as if nothing had happened.
+    """
+    ids = list(event_ids)
+    try:
+        return predictions_by_event(settings, ids, first_timeout_s)
+    except TimeoutError as exc:
+        print(f"worker stalled ({exc}); one more worker takes over:\n" + running.log()[-2000:])
+        running.stop(signal.SIGTERM)
+        takeover.start()
+        return predictions_by_event(settings, ids)
 
 
 def expected_windows(clicks: Iterable[Click], max_events: int) -> dict[str, UserWindow]:
