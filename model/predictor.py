@@ -3,7 +3,7 @@
 Windows are padded to a few fixed (batch, length) shapes, each served by a compiled ``tf.function`` with a
 fixed input signature (XLA by default) over the network's fused serving graph (``model/serving.py``), traced
 and warmed when the predictor loads, so no request ever pays for a trace. A batch of short windows runs at a
-short length bucket instead of N; a large batch runs as two halves at once.
+short length bucket instead of N.
 """
 from __future__ import annotations
 
@@ -66,34 +66,9 @@ def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:
     return tuple(sorted({min(v, cap) for v in values} | {cap}))
 
 
-PARALLEL_MIN_BATCH = 128  # from this batch size on, a batch runs as two halves at once (one per core here)
-
-
 def _signature(tf: Any, batch: int, length: int) -> list[Any]:
     return [tf.TensorSpec((batch, length), tf.int32), tf.TensorSpec((batch, length), tf.int32),
             tf.TensorSpec((batch, length, N_STEP_FEATURES), tf.float32)]
-
-
-def _compiled(tf: Any, serve: Any, batch: int, length: int, jit_compile: bool) -> Any:
-    """The serving function of one (batch, length) shape.
-
-    A compiled program runs the LSTM's steps one after the other on about one core; from
-    ``PARALLEL_MIN_BATCH`` windows on, the batch is split into two halves whose programs TensorFlow runs at once
-    on its inter-op threads (15 against 19 ms for 256 windows of N=50 on the 2-core build machine).
-    """
-    if batch < PARALLEL_MIN_BATCH or batch % 2:
-        return tf.function(serve, input_signature=_signature(tf, batch, length), jit_compile=jit_compile,
-                           reduce_retracing=False)
-    half = batch // 2
-    serve_half = tf.function(serve, input_signature=_signature(tf, half, length), jit_compile=jit_compile,
-                             reduce_retracing=False)
-
-    def serve_halves(category: Any, event_type: Any, steps: Any) -> tuple[Any, ...]:
-        first = serve_half(category[:half], event_type[:half], steps[:half])
-        second = serve_half(category[half:], event_type[half:], steps[half:])
-        return tuple(tf.concat([a, b], axis=0) for a, b in zip(first, second))
-
-    return tf.function(serve_halves, input_signature=_signature(tf, batch, length), reduce_retracing=False)
 
 
 def _call_with_zeros(function: Any, shape: tuple[int, int]) -> None:
@@ -166,7 +141,8 @@ class Predictor:
         self._functions: dict[tuple[int, int], Any] = {}  # compiled with XLA when first called
         for length in self.lengths:
             for batch in self.batch_sizes:
-                self._functions[(batch, length)] = _compiled(tf, serve, batch, length, jit_compile)
+                self._functions[(batch, length)] = tf.function(serve, input_signature=_signature(tf, batch, length),
+                                                               jit_compile=jit_compile, reduce_retracing=False)
         self._compiled: set[tuple[int, int]] = set()
         # the function each usable shape runs: every shape (compiled on first use) unless warm="first"
         self._serving: dict[tuple[int, int], Any] = dict(self._functions)

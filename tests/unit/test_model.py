@@ -143,22 +143,6 @@ def test_the_fused_serving_graph_computes_the_keras_network(artifact: Path) -> N
 
 
 @pytest.mark.slow
-def test_a_batch_served_as_two_halves_equals_one_served_whole(artifact: Path) -> None:
-    """From PARALLEL_MIN_BATCH windows on, a batch runs as two halves at once: the same predictions."""
-    from model.predictor import PARALLEL_MIN_BATCH
-
-    rng = np.random.default_rng(4)
-    seqs = [[CYCLE[i] for i in rng.integers(0, 10, int(rng.integers(1, 9)))] + ["new"] * int(rng.integers(0, 2))
-            for _ in range(PARALLEL_MIN_BATCH - 3)]
-    split = Predictor(artifact, batch_sizes=(PARALLEL_MIN_BATCH,), lengths=(8,), top_k=5)
-    whole = Predictor(artifact, batch_sizes=(PARALLEL_MIN_BATCH - 1,), lengths=(8,), top_k=5)
-    a, b = split.predict(windows_of(seqs)), whole.predict(windows_of(seqs))
-    assert [[c for c, _ in row] for row in a.top_categories] == [[c for c, _ in row] for row in b.top_categories]
-    np.testing.assert_allclose(a.event_type_probs, b.event_type_probs, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(a.purchase_probability, b.purchase_probability, rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.slow
 def test_a_predictor_warmed_on_one_shape_serves_the_same_predictions_at_once(artifact: Path) -> None:
     """The worker warms one shape before it serves and compiles the others beside the predictions."""
     seqs = [["c1", "c2"], ["c5", "c6", "c7", "c8", "c9", "c0", "c1"], ["c3"], ["new", "c2", "new"]]
