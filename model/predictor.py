@@ -267,14 +267,14 @@ class Predictor:
             weights = copy[0].numpy()[:b]
             for r in range(b):  # left padding: a window's events are the last lengths[r] steps
                 copies[rows[r]] = weights[r, length - lengths[r]:]
-            valid, safe = index[:b] >= 0, np.maximum(index[:b], 0)
+            valid, safe = index >= 0, np.maximum(index, 0)
             first = np.fromiter((len(w) for w in windows), dtype=np.int64, count=b) - length
             steps.append((rows, np.where(valid, codes[safe], -1), weights, flat_types[safe], flat_times[safe], first))
         idx, scores, oov_copy = idx.numpy()[:b, :width], scores.numpy()[:b, :width], oov_copy.numpy()[:b]
         types[rows] = event_type.numpy()[:b]
         purchase[rows] = buy.numpy()[:b]
         names, score_rows = self.spec.index_to_category[idx].tolist(), scores.tolist()
-        has_oov = (x["category"][:b] == OOV).any(axis=1)
+        has_oov = (x["category"] == OOV).any(axis=1)
         for r in range(b):
             best = list(zip(names[r], score_rows[r]))
             if has_oov[r]:
