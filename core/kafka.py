@@ -15,7 +15,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import IllegalSaslStateError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from core.errors import AuthenticationFailed, BrokerUnavailable, ClickstreamError, ConfigError
 from core.settings import Settings
@@ -28,9 +28,22 @@ def unreachable(settings: Settings, seen: Sequence[str] = ()) -> BrokerUnavailab
     client's own log lines (``seen``) point to: nothing listening, authentication, or the wrong protocol."""
     at, protocol = settings.broker, settings.security_protocol
     text = " | ".join(seen)
+    accepted: list[str] | None = None
+    named = ("UnsupportedSaslMechanism", "IllegalSaslState", "CERTIFICATE", "ALERT_", "Handshake failed")
+    if protocol.startswith("SASL") and not any(cause in text for cause in named):
+        # kafka-python's log line for a refused mechanism races with the broker closing the connection (only
+        # "socket disconnected" may be seen): ask the listener itself which mechanisms it accepts
+        answer = sasl_handshake(settings)
+        if answer is not None:
+            error, accepted = answer
+            if error == IllegalSaslStateError.errno:
+                text += " | IllegalSaslState"
+            elif settings.sasl_mechanism not in accepted:
+                text += " | UnsupportedSaslMechanism"
     if "UnsupportedSaslMechanism" in text:
+        offered = f"; it accepts {', '.join(accepted)}" if accepted else ""
         return AuthenticationFailed(f"the broker at {at} does not accept SASL mechanism {settings.sasl_mechanism} "
-                                    "(CLICKSTREAM_SASL_MECHANISM)")
+                                    f"(CLICKSTREAM_SASL_MECHANISM){offered}")
     if "IllegalSaslState" in text:
         return AuthenticationFailed(f"{at} is not a SASL listener, but {protocol} was used: check the port and "
                                     "CLICKSTREAM_SECURITY_PROTOCOL")
@@ -55,6 +68,30 @@ def unreachable(settings: Settings, seen: Sequence[str] = ()) -> BrokerUnavailab
                                     "expect SASL or TLS (check the port and CLICKSTREAM_SECURITY_PROTOCOL)")
     return BrokerUnavailable(f"no Kafka broker answered at {at} (start one with `make kafka-up`, "
                              f"or set CLICKSTREAM_BROKER)")
+
+
+def sasl_handshake(settings: Settings, timeout_s: float = 5.0) -> tuple[int, list[str]] | None:
+    """The broker's answer to one SaslHandshake request for the configured mechanism, on a connection of its own
+    (TLS first for SASL_SSL): its error code and the mechanisms the listener accepts; None without an answer."""
+    import socket
+
+    from kafka.protocol.parser import KafkaProtocol
+    from kafka.protocol.sasl import SaslHandshakeRequest
+
+    host, port = settings.broker.split(",")[0].strip().rsplit(":", 1)
+    protocol = KafkaProtocol(client_id="clickstream")
+    protocol.send_request(SaslHandshakeRequest(mechanism=settings.sasl_mechanism or "", version=1))
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as raw:
+            context = settings.ssl_context()
+            conn = context.wrap_socket(raw, server_hostname=host) if context is not None else raw
+            conn.sendall(protocol.send_bytes())
+            while data := conn.recv(65536):
+                for _, response in protocol.receive_bytes(data):
+                    return response.error_code, list(response.mechanisms)
+    except (OSError, ValueError, KafkaError):
+        return None
+    return None
 
 
 class _ClientLog(logging.Handler):
