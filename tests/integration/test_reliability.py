@@ -154,7 +154,7 @@ def test_committed_offsets_reach_the_end_after_a_kill_9_loop(
         worker.stop(signal.SIGKILL)
     last = worker_for(settings, worker_model, state, "last").start()
     try:
-        found = predictions_by_event(settings, (c.event_id for c in clicks), timeout_s=240)
+        found = predictions_by_event(settings, (c.event_id for c in clicks), timeout_s=240, workers=[last])
         admin = KafkaAdminClient(bootstrap_servers=settings.broker)
         consumer = KafkaConsumer(bootstrap_servers=settings.broker)
         tps = [TopicPartition(settings.clicks_topic, p) for p in consumer.partitions_for_topic(settings.clicks_topic)]

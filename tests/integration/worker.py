@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ def worker_for(settings: Settings, model_dir: Path, state_dir: Path, name: str =
     return WorkerProcess(worker_env(s, model_dir, state_dir), state_dir.parent / f"{name}.log")
 
 
-def predictions_by_event(settings: Settings, event_ids: Iterable[str], timeout_s: float = 180.0) -> dict[str, list[Prediction]]:
-    """Read predictions until every event id has at least one; all predictions per event id."""
+def predictions_by_event(settings: Settings, event_ids: Iterable[str], timeout_s: float = 180.0,
+                         workers: Sequence[WorkerProcess] = ()) -> dict[str, list[Prediction]]:
+    """Read predictions until every event id has at least one; all predictions per event id. On a timeout the
+    error carries what the running ``workers`` were doing (:func:`stall_report`)."""
     wanted = set(event_ids)
     found: dict[str, list[Prediction]] = {}
 
@@ -34,9 +37,52 @@ def predictions_by_event(settings: Settings, event_ids: Iterable[str], timeout_s
         found.setdefault(p.event_id, []).append(p)
         return wanted <= found.keys()
 
-    consume_until(settings, settings.predictions_topic, take, timeout_s,
-                  lambda: f"{len(wanted - found.keys())} of {len(wanted)} event ids without a prediction")
+    try:
+        consume_until(settings, settings.predictions_topic, take, timeout_s,
+                      lambda: f"{len(wanted - found.keys())} of {len(wanted)} event ids without a prediction")
+    except TimeoutError as exc:
+        if workers:
+            raise TimeoutError(f"{exc}\n{stall_report(settings, workers)}") from None
+        raise
     return found
+
+
+def stall_report(settings: Settings, workers: Sequence[WorkerProcess]) -> str:
+    """The clicks topic's committed offsets against its ends (behind: the clicks were not processed; at the end:
+    they were committed, and a missing prediction is a loss), then, per running worker, the innermost frames of
+    its asyncio tasks and threads (Faust's worker dumps them on SIGUSR1) and the last lines of its log."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    lines = []
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.broker)
+        consumer = KafkaConsumer(bootstrap_servers=settings.broker)
+        tps = [TopicPartition(settings.clicks_topic, p) for p in sorted(consumer.partitions_for_topic(settings.clicks_topic))]
+        ends = consumer.end_offsets(tps)
+        committed = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
+        members = admin.describe_groups([settings.app_id])
+        consumer.close()
+        admin.close()
+        lines.append("clicks committed/end per partition: " + ", ".join(
+            f"{tp.partition}: {committed[tp].offset if tp in committed else None}/{ends[tp]}" for tp in tps))
+        group = members[settings.app_id]
+        lines.append(f"group {group['group_state']}, members {[m['member_id'] for m in group['members']]}")
+    except Exception as exc:  # the report must not hide the timeout
+        lines.append(f"group state not read: {exc!r}")
+    for worker in workers:
+        if worker.process is None or worker.process.poll() is not None:
+            continue
+        before = len(worker.log())
+        worker.process.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        dump = worker.log()[before:]
+        frames = [line[:200] for line in dump.splitlines()
+                  if line.startswith(("THREAD ", "  TASK ", "  File ", "Stack for "))]
+        lines.append(f"--- {worker.log_path.name}: tasks and threads ({len(frames)} lines)")
+        lines.extend(frames[:400])
+        lines.append(f"--- {worker.log_path.name}: log before the dump")
+        lines.extend(worker.log()[:before].splitlines()[-40:])
+    return "\n".join(lines)
 
 
 def predictions_or_takeover(settings: Settings, event_ids: Iterable[str], running: WorkerProcess,
@@ -52,12 +98,12 @@ def predictions_or_takeover(settings: Settings, event_ids: Iterable[str], runnin
     """
     ids = list(event_ids)
     try:
-        return predictions_by_event(settings, ids, first_timeout_s)
+        return predictions_by_event(settings, ids, first_timeout_s, workers=[running])
     except TimeoutError as exc:
-        print(f"worker stalled ({exc}); one more worker takes over:\n" + running.log()[-2000:])
+        print(f"worker stalled ({exc}); one more worker takes over")
         running.stop(signal.SIGTERM)
         takeover.start()
-        return predictions_by_event(settings, ids)
+        return predictions_by_event(settings, ids, workers=[takeover])
 
 
 def expected_windows(clicks: Iterable[Click], max_events: int) -> dict[str, UserWindow]:
