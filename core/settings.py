@@ -100,6 +100,9 @@ class Settings:
     predictor_warm: PredictorWarm = "first"
     explain_predictions: bool = False
     session_timeout_s: int = 10
+    # a worker that handles no batch for this long while clicks wait on its partitions dumps its tasks and exits
+    # (code 75) for its supervisor to restart it; 0: never
+    stall_timeout_s: int = 120
     model_poll_s: int = 30
     web_bind: str = "127.0.0.1"
     web_port: int = 6066

@@ -20,16 +20,20 @@ from streams import metrics
 from streams.app import app, settings
 from streams.batch import BatchProcessor, BatchResult, Message, stale_keys
 from streams.derived import derived
-from streams.faust_glue import TableWrite, held, send_in_batches, write_table
+from streams.faust_glue import TableWrite, committed_offsets, held, send_in_batches, write_table
 from streams.runtime import Runtime
 from streams.topics import click_sources, dead_letter_topic, predictions_topic, rekeyed_clicks_topic, user_to_window
+from streams.watchdog import ProgressWatch
 
 log = logging.getLogger(__name__)
 
 EXIT_UNHANDLED_BATCH = 70  # EX_SOFTWARE
+EXIT_STALLED = 75  # EX_TEMPFAIL: a restart is expected to carry on
+WATCH_INTERVAL_S = 5.0
 EXPIRY_INTERVAL_S = 60.0
 COUNTERS_INTERVAL_S = 10.0
 runtime = Runtime()  # this worker's predictor and batch processor, shared with the web views (streams/web.py)
+progress = ProgressWatch(settings.stall_timeout_s)
 
 
 def load_predictor(first: bool = True) -> Any:
@@ -138,6 +142,7 @@ async def predict_next_intent(stream: Any) -> None:
                     if outgoing:
                         await send_in_batches(app.producer, topic.get_topic_name(), outgoing, stop_unacknowledged)
                 observe(messages, result, started, sending, time.monotonic())
+                progress.batch_handled((m.topic, m.partition, m.offset) for m in messages)
         except asyncio.CancelledError:
             raise  # the worker is stopping: the batch stays unacknowledged and is read again
         except Exception as exc:
@@ -149,6 +154,51 @@ async def predict_next_intent(stream: Any) -> None:
         if now >= next_report:
             next_report = now + COUNTERS_INTERVAL_S
             log.info("%s", processor.counters)
+
+
+@app.timer(interval=WATCH_INTERVAL_S)
+async def watch_progress() -> None:
+    """End a worker that has clicks waiting on its partitions and handles none for ``stall_timeout_s``
+    (streams/watchdog.py). Until the model is warm and while tables recover, the clock does not run."""
+    if not settings.stall_timeout_s:
+        return
+    if runtime.predictor is None or not app.tables.recovery.completed.is_set():
+        progress.not_watching()
+        return
+    try:
+        sources = set(click_sources.topics)
+        tps = sorted(tp for tp in app.consumer.assignment() if tp.topic in sources)
+        progress.forget((tp.topic, tp.partition) for tp in tps)
+        if not tps:
+            progress.not_watching()
+            return
+        ends = await asyncio.wait_for(app.consumer.highwaters(*tps), timeout=WATCH_INTERVAL_S)
+        late = progress.stalled({(tp.topic, tp.partition): end for tp, end in ends.items()},
+                                committed_offsets(app.consumer, tps))
+    except Exception as exc:  # the broker is away (Faust and the client log that): the clock keeps running
+        log.debug("progress watch: end offsets not read: %r", exc)
+        return
+    if late:
+        behind = ", ".join(f"{topic}[{partition}] {done}/{end}" for (topic, partition), (done, end) in sorted(late.items()))
+        log.critical("stalled: no batch handled for %ds while clicks wait (handled or committed / end offset: %s); "
+                     "stopping so that a restart reads them again. What every task was doing:",
+                     settings.stall_timeout_s, behind)
+        dump_tasks()
+        logging.shutdown()
+        os._exit(EXIT_STALLED)
+
+
+def dump_tasks() -> None:
+    """Every thread's stack and every asyncio task's, to the log (what Faust's worker prints on SIGUSR1)."""
+    import sys
+
+    from mode.utils.logging import cry
+
+    try:
+        cry(file=sys.stderr)
+        sys.stderr.flush()
+    except Exception as exc:  # the exit must not depend on the dump
+        log.error("task dump failed: %r", exc)
 
 
 @app.timer(interval=max(1, settings.model_poll_s))

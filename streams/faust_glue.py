@@ -17,6 +17,8 @@
    (``ProducerBuffer.flush_atmost``): under load a commit could pass records still queued, and a kill -9 then
    lost them while their clicks stayed committed (the changelog, which other workers recover from, missed the
    window). Records handed to aiokafka before the batch is acknowledged are covered by the commit's flush.
+5. The consumer's last committed offsets (``Consumer._committed_offset``, private): :func:`committed_offsets`
+   tells the progress watchdog (streams/watchdog.py) where the group stands on each assigned partition.
 """
 from __future__ import annotations
 
@@ -42,6 +44,12 @@ def current_event_of(event: Any | None) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def committed_offsets(consumer: Any, tps: Sequence[TP]) -> dict[tuple[str, int], int | None]:
+    """The group's committed offset per partition as this worker's consumer knows it (None: none yet)."""
+    known = consumer._committed_offset
+    return {(tp.topic, tp.partition): known.get(tp) for tp in tps}
 
 
 @contextlib.contextmanager

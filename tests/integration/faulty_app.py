@@ -2,11 +2,13 @@
 
 CLICKSTREAM_TEST_FAULT, a comma-separated list of:
 - ``poison``: the predictor raises on any window whose newest category is ``poison``;
-- ``broken-after-N``: after N successful calls, the predictor raises on every call.
+- ``broken-after-N``: after N successful calls, the predictor raises on every call;
+- ``hang-after-N``: after N successful calls, the predictor never returns (a stalled worker).
 """
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +29,10 @@ def faulty_predict(self: Any, windows: Sequence[Window]) -> Any:
             _calls += 1
             if _calls > int(fault.removeprefix("broken-after-")):
                 raise RuntimeError("injected failure: the predictor is broken")
+        if fault.startswith("hang-after-"):
+            _calls += 1
+            if _calls > int(fault.removeprefix("hang-after-")):
+                threading.Event().wait()  # the inference thread waits forever; the agent awaits it
     return _predict(self, windows)
 
 

@@ -140,6 +140,30 @@ def test_a_misconfigured_worker_is_one_line() -> None:
     assert code == 2 and stderr.strip().splitlines() == ["error: batch_max must be int, got 'abc'"]
 
 
+def test_a_stalled_worker_dumps_its_tasks_and_exits_and_a_restart_predicts_every_click(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    clicks = sample_clicks(3_000, f"stall-{settings.app_id}")
+    ensure_topics(settings, [settings.clicks_topic])
+    state = tmp_path / "state"
+    watched = dataclasses.replace(settings, stall_timeout_s=15)
+    stalling = faulty_worker(watched, worker_model, state, "hang-after-3", "stalling")
+    stalling.start()
+    assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks]).failed == 0
+    assert stalling.process is not None and stalling.process.wait(120) == 75
+    log = stalling.log()
+    assert "stalled: no batch handled for 15s while clicks wait" in log
+    assert "in faulty_predict" in log.split("What every task was doing", 1)[1]  # the dump shows where it hung
+
+    healthy = worker_for(watched, worker_model, state, "healthy").start()
+    try:
+        found = predictions_by_event(settings, (c.event_id for c in clicks), timeout_s=150, workers=[healthy])
+        time.sleep(25)  # longer than the stall timeout with nothing behind: an idle worker is not stalled
+        assert healthy.process is not None and healthy.process.poll() is None, healthy.log()[-3000:]
+    finally:
+        healthy.stop(signal.SIGTERM)
+    assert set(found) == {c.event_id for c in clicks}
+
+
 def test_committed_offsets_reach_the_end_after_a_kill_9_loop(
         settings: Settings, worker_model: Path, tmp_path: Path) -> None:
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition

@@ -10,7 +10,7 @@ import pytest
 from faust.types import TP
 from faust.types import Message as FaustMessage
 
-from streams.faust_glue import current_event_of, held
+from streams.faust_glue import committed_offsets, current_event_of, held
 
 
 class Event:
@@ -170,3 +170,19 @@ def test_write_table_stores_and_logs_each_key_and_persists_the_delivered_offsets
     per_partition = {p: len(records) for _, p, records in sent}
     assert store.persisted == {TP("app-user_to_window-changelog", p): 100 * (p + 1) + n - 1
                                for p, n in per_partition.items()}
+
+
+def test_committed_offsets_are_what_faust_updates_on_commit() -> None:
+    import inspect
+    from collections import defaultdict
+
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    # Faust keeps them in this dict, filled when partitions are assigned and after each commit
+    assert "self._committed_offset.update(committable_offsets)" in inspect.getsource(FaustConsumer._commit_offsets)
+    assert "self._committed_offset = defaultdict(lambda: None)" in inspect.getsource(FaustConsumer.__init__)
+
+    class Known:
+        _committed_offset: defaultdict = defaultdict(lambda: None, {TP("clicks", 1): 42})
+
+    assert committed_offsets(Known(), [TP("clicks", 0), TP("clicks", 1)]) == {("clicks", 0): None, ("clicks", 1): 42}
