@@ -194,9 +194,9 @@ def dump_tasks() -> None:
 
     from mode.utils.logging import cry
 
-    try:
-        cry(file=sys.stderr)
-        sys.stderr.flush()
+    try:  # the process's own stderr, as SIGUSR1 does: Faust's redirected sys.stderr would log each line apart
+        cry(file=sys.__stderr__)
+        sys.__stderr__.flush()
     except Exception as exc:  # the exit must not depend on the dump
         log.error("task dump failed: %r", exc)
 

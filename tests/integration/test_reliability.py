@@ -18,7 +18,7 @@ from core.settings import Settings
 from schemas.codec import RecordCodec
 from tests.conftest import REPO
 from tests.integration.conftest import read_all, sample_clicks
-from tests.integration.worker import TEST_SHAPES, predictions_by_event, worker_for
+from tests.integration.worker import TEST_SHAPES, predictions_by_event, stall_report, worker_for
 
 CLICK = RecordCodec(Click)
 pytestmark = pytest.mark.slow
@@ -152,7 +152,9 @@ def test_a_stalled_worker_dumps_its_tasks_and_exits_and_a_restart_predicts_every
     assert stalling.process is not None and stalling.process.wait(120) == 75
     log = stalling.log()
     assert "stalled: no batch handled for 15s while clicks wait" in log
-    assert "in faulty_predict" in log.split("What every task was doing", 1)[1]  # the dump shows where it hung
+    dump = log.split("What every task was doing", 1)[1]
+    assert "THREAD inference_0" in dump and "in faulty_predict" in dump  # the dump shows where it hung
+    assert "in faulty_predict" in stall_report(settings, [stalling])  # what a test timeout would print
 
     healthy = worker_for(watched, worker_model, state, "healthy").start()
     try:

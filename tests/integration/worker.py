@@ -70,18 +70,24 @@ def stall_report(settings: Settings, workers: Sequence[WorkerProcess]) -> str:
     except Exception as exc:  # the report must not hide the timeout
         lines.append(f"group state not read: {exc!r}")
     for worker in workers:
-        if worker.process is None or worker.process.poll() is not None:
+        if worker.process is None:
             continue
         before = len(worker.log())
-        worker.process.send_signal(signal.SIGUSR1)
-        time.sleep(3)
-        dump = worker.log()[before:]
+        exit_code = worker.process.poll()
+        if exit_code is None:
+            worker.process.send_signal(signal.SIGUSR1)
+            time.sleep(3)
+            dump = worker.log()[before:]
+        else:  # a worker that ended itself (exit 75: its progress watchdog) dumped its tasks before
+            log = worker.log()
+            before = log.find("What every task was doing") + 1 or len(log)
+            dump = log[before:]
         frames = [line[:200] for line in dump.splitlines()
                   if line.startswith(("THREAD ", "  TASK ", "  File ", "Stack for "))]
-        lines.append(f"--- {worker.log_path.name}: tasks and threads ({len(frames)} lines)")
+        lines.append(f"--- {worker.log_path.name} (exit code {exit_code}): tasks and threads ({len(frames)} lines)")
         lines.extend(frames[:400])
         lines.append(f"--- {worker.log_path.name}: log before the dump")
-        lines.extend(worker.log()[:before].splitlines()[-40:])
+        lines.extend(line[:300] for line in worker.log()[:before].splitlines()[-40:])
     return "\n".join(lines)
 
 
