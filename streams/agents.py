@@ -8,9 +8,11 @@ process, so that a restart reads the batch again (at least once, never silently 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -159,9 +161,13 @@ async def predict_next_intent(stream: Any) -> None:
 @app.timer(interval=WATCH_INTERVAL_S)
 async def watch_progress() -> None:
     """End a worker that has clicks waiting on its partitions and handles none for ``stall_timeout_s``
-    (streams/watchdog.py). Until the model is warm and while tables recover, the clock does not run."""
+    (streams/watchdog.py), or whose event loop stops. Until the model is warm and while tables recover, the
+    clock of the first does not run."""
     if not settings.stall_timeout_s:
         return
+    # and the event loop itself: if it stops turning (this timer does not come back), a C thread of Python's
+    # faulthandler dumps every thread's stack and ends the process (exit code 1)
+    faulthandler.dump_traceback_later(settings.stall_timeout_s + WATCH_INTERVAL_S, exit=True, file=sys.__stderr__)
     if runtime.predictor is None or not app.tables.recovery.completed.is_set():
         progress.not_watching()
         return
@@ -190,8 +196,6 @@ async def watch_progress() -> None:
 
 def dump_tasks() -> None:
     """Every thread's stack and every asyncio task's, to the log (what Faust's worker prints on SIGUSR1)."""
-    import sys
-
     from mode.utils.logging import cry
 
     try:  # the process's own stderr, as SIGUSR1 does: Faust's redirected sys.stderr would log each line apart

@@ -3,12 +3,14 @@
 CLICKSTREAM_TEST_FAULT, a comma-separated list of:
 - ``poison``: the predictor raises on any window whose newest category is ``poison``;
 - ``broken-after-N``: after N successful calls, the predictor raises on every call;
-- ``hang-after-N``: after N successful calls, the predictor never returns (a stalled worker).
+- ``hang-after-N``: after N successful calls, the predictor never returns (a stalled worker);
+- ``block-loop-after-N``: after N successful calls, the event loop is blocked for good (a frozen worker).
 """
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +35,10 @@ def faulty_predict(self: Any, windows: Sequence[Window]) -> Any:
             _calls += 1
             if _calls > int(fault.removeprefix("hang-after-")):
                 threading.Event().wait()  # the inference thread waits forever; the agent awaits it
+        if fault.startswith("block-loop-after-"):
+            _calls += 1
+            if _calls > int(fault.removeprefix("block-loop-after-")):
+                app.loop.call_soon_threadsafe(time.sleep, 10**6)  # the loop runs this next, and nothing after it
     return _predict(self, windows)
 
 

@@ -5,6 +5,7 @@ import asyncio
 import dataclasses
 import hashlib
 import random
+import re
 import signal
 import time
 from pathlib import Path
@@ -164,6 +165,21 @@ def test_a_stalled_worker_dumps_its_tasks_and_exits_and_a_restart_predicts_every
     finally:
         healthy.stop(signal.SIGTERM)
     assert set(found) == {c.event_id for c in clicks}
+
+
+def test_a_worker_whose_event_loop_stops_dumps_every_thread_and_exits(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    clicks = sample_clicks(1_000, f"frozen-{settings.app_id}")
+    ensure_topics(settings, [settings.clicks_topic])
+    frozen = faulty_worker(dataclasses.replace(settings, stall_timeout_s=10), worker_model, tmp_path / "state",
+                           "block-loop-after-2", "frozen")
+    frozen.start()
+    assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks]).failed == 0
+    assert frozen.process is not None and frozen.process.wait(120) == 1
+    log = frozen.log()
+    assert "Timeout (0:00:15)!" in log  # Python's faulthandler: every thread's stack, the loop's first
+    dump = log.split("Timeout (0:00:15)!", 1)[1]
+    assert re.search(r'asyncio/events\.py", line \d+ in _run\n', dump)  # the main thread: its loop stuck in a callback
 
 
 def test_committed_offsets_reach_the_end_after_a_kill_9_loop(
