@@ -47,10 +47,25 @@ def predictions_by_event(settings: Settings, event_ids: Iterable[str], timeout_s
     return found
 
 
+def py_spy_dump(pid: int) -> str:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spy = Path(sys.executable).parent / "py-spy"
+    try:
+        done = subprocess.run([str(spy), "dump", "--native", "--pid", str(pid)], capture_output=True, text=True,
+                              timeout=60)
+        return (done.stdout + done.stderr)[-20_000:]
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"py-spy: {exc!r}"
+
+
 def stall_report(settings: Settings, workers: Sequence[WorkerProcess]) -> str:
     """The clicks topic's committed offsets against its ends (behind: the clicks were not processed; at the end:
     they were committed, and a missing prediction is a loss), then, per running worker, the innermost frames of
-    its asyncio tasks and threads (Faust's worker dumps them on SIGUSR1) and the last lines of its log."""
+    its threads (py-spy, which needs nothing of the process), its asyncio tasks (Faust's worker dumps them on
+    SIGUSR1, if its event loop still turns) and the last lines of its log."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
     lines = []
@@ -75,6 +90,8 @@ def stall_report(settings: Settings, workers: Sequence[WorkerProcess]) -> str:
         before = len(worker.log())
         exit_code = worker.process.poll()
         if exit_code is None:
+            lines.append(f"--- {worker.log_path.name}: py-spy dump --native (every thread, even a frozen one)")
+            lines.append(py_spy_dump(worker.pid))
             worker.process.send_signal(signal.SIGUSR1)
             time.sleep(3)
             dump = worker.log()[before:]
