@@ -30,8 +30,8 @@ CLICKSTREAM_MODEL_POLL_S   how often the worker looks for a new model version at
 CLICKSTREAM_WEB_BIND       address the worker's web server listens on (``127.0.0.1``; ``0.0.0.0`` in a pod)
 CLICKSTREAM_WEB_PORT       its port (6066): /metrics, /live, /ready, /users/{id}/intent
 CLICKSTREAM_SESSION_TIMEOUT_S  a worker that died leaves the consumer group after this long (10)
-CLICKSTREAM_STALL_TIMEOUT_S  a worker that handles no batch this long while clicks wait dumps its tasks and
-                           exits 75, for its supervisor to restart it (120; 0: never)
+CLICKSTREAM_STALL_TIMEOUT_S  a worker whose committed offset stays behind, unmoved, this long dumps its tasks and
+                           exits 75, for its supervisor to restart it (60; 0: never)
 CLICKSTREAM_GROUP_INSTANCE_ID  static group membership, a stable id per worker (not recommended: in the
                            restart benchmark a second restart with the same id never got its partitions back)
 CLICKSTREAM_STORE          Faust table store (``rocksdb://``)
@@ -102,9 +102,9 @@ class Settings:
     predictor_warm: PredictorWarm = "first"
     explain_predictions: bool = False
     session_timeout_s: int = 10
-    # a worker that handles no batch for this long while clicks wait on its partitions dumps its tasks and exits
-    # (code 75) for its supervisor to restart it; 0: never
-    stall_timeout_s: int = 120
+    # a worker whose committed offset on a partition stays behind the end, unmoved, this long dumps its tasks and
+    # exits (code 75) for its supervisor to restart it; 0: never
+    stall_timeout_s: int = 60
     model_poll_s: int = 30
     web_bind: str = "127.0.0.1"
     web_port: int = 6066

@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any
 
+from faust.types import TP
+
 from core.records import Click, Prediction
 from schemas.codec import RecordCodec
 from streams import metrics
@@ -114,6 +116,7 @@ async def predict_next_intent(stream: Any) -> None:
                                                             **settings.codec_options()),
                                window_length=predictor.window_length, model_version=predictor.version)
     runtime.predictor, runtime.processor = predictor, processor
+    arm_loop_watch()  # from the first batch on, before the progress timer's first turn
     freeze_heap()
     runtime.compiling = asyncio.ensure_future(compile_in_turn(predictor))
     metrics.model_info.labels(predictor.version).set(1)
@@ -144,7 +147,10 @@ async def predict_next_intent(stream: Any) -> None:
                     if outgoing:
                         await send_in_batches(app.producer, topic.get_topic_name(), outgoing, stop_unacknowledged)
                 observe(messages, result, started, sending, time.monotonic())
-                progress.batch_handled((m.topic, m.partition, m.offset) for m in messages)
+                note_skipped(progress.batch_handled([(m.topic, m.partition, m.offset) for m in messages],
+                                                    committed_offsets(app.consumer, {TP(m.topic, m.partition)
+                                                                                     for m in messages}),
+                                                    app.consumer_generation_id))
         except asyncio.CancelledError:
             raise  # the worker is stopping: the batch stays unacknowledged and is read again
         except Exception as exc:
@@ -160,38 +166,48 @@ async def predict_next_intent(stream: Any) -> None:
 
 @app.timer(interval=WATCH_INTERVAL_S)
 async def watch_progress() -> None:
-    """End a worker that has clicks waiting on its partitions and handles none for ``stall_timeout_s``
-    (streams/watchdog.py), or whose event loop stops. Until the model is warm and while tables recover, the
-    clock of the first does not run."""
+    """End a worker whose committed offsets stay behind, unmoved, for ``stall_timeout_s`` (streams/watchdog.py),
+    or whose event loop stops. Until the model is warm and while tables recover, the first clock does not run."""
     if not settings.stall_timeout_s:
         return
-    # and the event loop itself: if it stops turning (this timer does not come back), a C thread of Python's
-    # faulthandler dumps every thread's stack and ends the process (exit code 1)
-    faulthandler.dump_traceback_later(settings.stall_timeout_s + WATCH_INTERVAL_S, exit=True, file=sys.__stderr__)
+    arm_loop_watch()
     if runtime.predictor is None or not app.tables.recovery.completed.is_set():
         progress.not_watching()
         return
     try:
         sources = set(click_sources.topics)
         tps = sorted(tp for tp in app.consumer.assignment() if tp.topic in sources)
-        progress.forget((tp.topic, tp.partition) for tp in tps)
         if not tps:
             progress.not_watching()
             return
         ends = await asyncio.wait_for(app.consumer.highwaters(*tps), timeout=WATCH_INTERVAL_S)
         late = progress.stalled({(tp.topic, tp.partition): end for tp, end in ends.items()},
                                 committed_offsets(app.consumer, tps))
-    except Exception as exc:  # the broker is away (Faust and the client log that): the clock keeps running
+    except Exception as exc:  # the broker is away (Faust and the client log that): the clocks keep running
         log.debug("progress watch: end offsets not read: %r", exc)
         return
     if late:
         behind = ", ".join(f"{topic}[{partition}] {done}/{end}" for (topic, partition), (done, end) in sorted(late.items()))
-        log.critical("stalled: no batch handled for %ds while clicks wait (handled or committed / end offset: %s); "
-                     "stopping so that a restart reads them again. What every task was doing:",
+        log.critical("stalled: the committed offset has not moved for %ds while clicks wait (committed / end "
+                     "offset: %s); stopping so that a restart reads them again. What every task was doing:",
                      settings.stall_timeout_s, behind)
         dump_tasks()
         logging.shutdown()
         os._exit(EXIT_STALLED)
+
+
+def arm_loop_watch() -> None:
+    """The event loop itself: if it stops turning (the progress timer does not come back to re-arm this), a C
+    thread of Python's faulthandler dumps every thread's stack and ends the process (exit code 1)."""
+    if settings.stall_timeout_s:
+        faulthandler.dump_traceback_later(settings.stall_timeout_s + WATCH_INTERVAL_S, exit=True, file=sys.__stderr__)
+
+
+def note_skipped(skipped: list[tuple[tuple[str, int], int, int]]) -> None:
+    for (topic, partition), first, seen in skipped:
+        log.warning("%s[%d]: offsets %d to %d never reached the agent (the next one did); if the commit stays "
+                    "behind them, the progress watchdog restarts the worker", topic, partition, first, seen - 1)
+        metrics.skipped_offsets.inc(seen - first)
 
 
 def dump_tasks() -> None:

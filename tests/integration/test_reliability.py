@@ -152,7 +152,7 @@ def test_a_stalled_worker_dumps_its_tasks_and_exits_and_a_restart_predicts_every
     assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks]).failed == 0
     assert stalling.process is not None and stalling.process.wait(120) == 75
     log = stalling.log()
-    assert "stalled: no batch handled for 15s while clicks wait" in log
+    assert "stalled: the committed offset has not moved for 15s while clicks wait" in log
     dump = log.split("What every task was doing", 1)[1]
     assert "THREAD inference_0" in dump and "in faulty_predict" in dump  # the dump shows where it hung
     assert "in faulty_predict" in stall_report(settings, [stalling])  # what a test timeout would print

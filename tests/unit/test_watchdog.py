@@ -1,4 +1,5 @@
-"""The progress watch (streams/watchdog.py): stalled only with clicks waiting and no batch for the timeout."""
+"""The progress watch (streams/watchdog.py): stalled only while the committed offset stays behind the end,
+unmoved, for the timeout; skipped offsets are named."""
 from __future__ import annotations
 
 from streams.watchdog import ProgressWatch
@@ -6,43 +7,50 @@ from streams.watchdog import ProgressWatch
 A, B = ("clicks", 0), ("clicks", 1)
 
 
-def test_a_worker_with_clicks_waiting_and_no_batch_for_the_timeout_is_stalled() -> None:
-    watch = ProgressWatch(timeout_s=60, last_progress=0.0)
-    watch.batch_handled([("clicks", 0, 9), ("clicks", 0, 7), ("clicks", 1, 3)], now=100.0)
-    assert watch.handled == {A: 10, B: 4}
+def test_a_commit_that_stays_behind_for_the_timeout_is_a_stall() -> None:
+    watch = ProgressWatch(timeout_s=60)
     ends = {A: 10, B: 20}
-    assert watch.stalled(ends, {}, now=159.0) == {}  # behind, but not for long
-    assert watch.stalled(ends, {}, now=160.0) == {B: (4, 20)}
+    assert watch.stalled(ends, {A: 10, B: 4}, now=100.0) == {}  # the clock of B starts
+    assert watch.stalled(ends, {A: 10, B: 4}, now=159.0) == {}
+    assert watch.stalled(ends, {A: 10, B: 4}, now=160.0) == {B: (4, 20)}  # A is idle: never late
 
 
-def test_an_idle_worker_is_never_stalled_and_its_clock_restarts() -> None:
-    watch = ProgressWatch(timeout_s=60, last_progress=0.0)
-    # nothing handled here since the start, everything committed before: nothing to do
-    assert watch.stalled({A: 50, B: 0}, {A: 50, B: None}, now=1_000.0) == {}
-    # clicks arrive: the clock runs from the last idle check, not from the start
-    assert watch.stalled({A: 51}, {A: 50}, now=1_059.0) == {}
-    assert watch.stalled({A: 51}, {A: 50}, now=1_060.0) == {A: (50, 51)}
+def test_a_moving_commit_restarts_the_clock_even_when_always_behind() -> None:
+    watch = ProgressWatch(timeout_s=60)
+    for i, now in enumerate(range(0, 600, 50)):  # overloaded: always behind, but committing
+        assert watch.stalled({A: 10_000 + i * 100}, {A: i * 50}, now=float(now)) == {}
 
 
-def test_the_committed_offset_counts_as_done_and_a_batch_resets_the_clock() -> None:
-    watch = ProgressWatch(timeout_s=60, last_progress=0.0)
-    watch.batch_handled([("clicks", 0, 4)], now=10.0)
-    assert watch.behind({A: 30}, {A: 30}) == {}  # another worker handled up to 30 before this one got A
-    assert watch.stalled({A: 31}, {A: 30}, now=69.0) == {}
-    watch.batch_handled([("clicks", 0, 30)], now=69.5)
-    assert watch.stalled({A: 40}, {A: 30}, now=129.0) == {}
-    assert watch.stalled({A: 40}, {A: 30}, now=129.5) == {A: (31, 40)}
+def test_a_partition_without_a_committed_offset_waits_from_when_it_was_first_seen() -> None:
+    watch = ProgressWatch(timeout_s=60)
+    assert watch.stalled({A: 5}, {A: None}, now=1_000.0) == {}
+    assert watch.stalled({A: 5}, {A: None}, now=1_060.0) == {A: (0, 5)}
 
 
-def test_starting_or_recovering_holds_the_clock_and_revoked_partitions_are_forgotten() -> None:
-    watch = ProgressWatch(timeout_s=60, last_progress=0.0)
-    watch.batch_handled([("clicks", 0, 4), ("clicks", 1, 4)], now=0.0)
-    watch.not_watching(now=500.0)
-    assert watch.stalled({A: 9}, {}, now=559.0) == {}
-    watch.forget([A])
-    assert watch.handled == {A: 5}
+def test_starting_or_recovering_holds_the_clocks_and_revoked_partitions_are_dropped() -> None:
+    watch = ProgressWatch(timeout_s=60)
+    assert watch.stalled({A: 9, B: 9}, {A: 1, B: 1}, now=0.0) == {}
+    watch.not_watching()
+    assert watch.stalled({A: 9}, {A: 1}, now=500.0) == {}
+    assert watch.stalled({A: 9}, {A: 1}, now=559.0) == {}
+    assert set(watch.since) == {A}
+    assert ProgressWatch(timeout_s=0).stalled({A: 9}, {A: 1}, now=10_000.0) == {}
 
 
-def test_a_timeout_of_zero_never_stalls() -> None:
-    watch = ProgressWatch(timeout_s=0, last_progress=0.0)
-    assert watch.stalled({A: 9}, {}, now=10_000.0) == {}
+def test_offsets_that_never_reached_the_agent_are_named() -> None:
+    watch = ProgressWatch(timeout_s=60)
+    # the first batch of an assignment starts after the committed offset: 800..999 were skipped
+    assert watch.batch_handled([("clicks", 0, 1_000), ("clicks", 0, 1_001)], {A: 800}, generation=3) == [(A, 800, 1_000)]
+    assert watch.batch_handled([("clicks", 0, 1_002), ("clicks", 0, 1_005)], {A: 800}, generation=3) == [(A, 1_003, 1_005)]
+    # one offset missing is a transactional producer's commit marker as often as not: not reported
+    assert watch.batch_handled([("clicks", 0, 1_007)], {A: 800}, generation=3) == []
+    # re-read offsets (a seek back) are not a gap; no committed offset: the first batch is not judged
+    assert watch.batch_handled([("clicks", 0, 900), ("clicks", 1, 7)], {A: 800, B: None}, generation=3) == []
+    assert watch.batch_handled([("clicks", 1, 8), ("clicks", 0, 1_006)], {}, generation=3) == []
+
+
+def test_a_new_generation_judges_each_partition_from_its_committed_offset_again() -> None:
+    watch = ProgressWatch(timeout_s=60)
+    assert watch.batch_handled([("clicks", 0, 10)], {A: 10}, generation=1) == []
+    # another worker handled up to 500 meanwhile, and the partition came back
+    assert watch.batch_handled([("clicks", 0, 500)], {A: 500}, generation=2) == []
