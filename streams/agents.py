@@ -183,8 +183,9 @@ async def watch_progress() -> None:
         ends = await asyncio.wait_for(app.consumer.highwaters(*tps), timeout=WATCH_INTERVAL_S)
         late = progress.stalled({(tp.topic, tp.partition): end for tp, end in ends.items()},
                                 committed_offsets(app.consumer, tps))
-    except Exception as exc:  # the broker is away (Faust and the client log that): the clocks keep running
+    except Exception as exc:  # the broker is away (Faust and the client log that): not this worker's stall
         log.debug("progress watch: end offsets not read: %r", exc)
+        progress.not_watching()
         return
     if late:
         behind = ", ".join(f"{topic}[{partition}] {done}/{end}" for (topic, partition), (done, end) in sorted(late.items()))
