@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from faust.streams import _current_event
@@ -46,7 +46,7 @@ def current_event_of(event: Any | None) -> Iterator[None]:
         _current_event.reset(token)
 
 
-def committed_offsets(consumer: Any, tps: Sequence[TP]) -> dict[tuple[str, int], int | None]:
+def committed_offsets(consumer: Any, tps: Iterable[TP]) -> dict[tuple[str, int], int | None]:
     """The group's committed offset per partition as this worker's consumer knows it (None: none yet)."""
     known = consumer._committed_offset
     return {(tp.topic, tp.partition): known.get(tp) for tp in tps}

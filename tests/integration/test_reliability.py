@@ -19,7 +19,14 @@ from core.settings import Settings
 from schemas.codec import RecordCodec
 from tests.conftest import REPO
 from tests.integration.conftest import read_all, sample_clicks
-from tests.integration.worker import TEST_SHAPES, predictions_by_event, predictions_or_takeover, stall_report, worker_for
+from tests.integration.worker import (
+    TEST_SHAPES,
+    clicks_offsets,
+    predictions_by_event,
+    predictions_or_takeover,
+    stall_report,
+    worker_for,
+)
 
 CLICK = RecordCodec(Click)
 pytestmark = pytest.mark.slow
@@ -184,8 +191,6 @@ def test_a_worker_whose_event_loop_stops_dumps_every_thread_and_exits(
 
 def test_committed_offsets_reach_the_end_after_a_kill_9_loop(
         settings: Settings, worker_model: Path, tmp_path: Path) -> None:
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
     clicks = sample_clicks(12_000, f"loop-{settings.app_id}")
     ensure_topics(settings, [settings.clicks_topic])
     assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks]).failed == 0
@@ -198,19 +203,12 @@ def test_committed_offsets_reach_the_end_after_a_kill_9_loop(
     again = worker_for(settings, worker_model, state, "again")  # started only if the last one stalls
     try:
         found = predictions_or_takeover(settings, (c.event_id for c in clicks), last, again, first_timeout_s=240)
-        admin = KafkaAdminClient(bootstrap_servers=settings.broker)
-        consumer = KafkaConsumer(bootstrap_servers=settings.broker)
-        tps = [TopicPartition(settings.clicks_topic, p) for p in consumer.partitions_for_topic(settings.clicks_topic)]
-        ends = consumer.end_offsets(tps)
-        consumer.close()
         deadline = time.monotonic() + 60
         while True:
-            committed = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
-            behind = {tp: ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps}
+            behind = {p: end - (committed or 0) for p, (committed, end) in clicks_offsets(settings).items()}
             if not any(behind.values()) or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        admin.close()
     finally:
         last.stop(signal.SIGTERM)
         again.stop(signal.SIGTERM)

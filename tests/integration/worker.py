@@ -61,25 +61,37 @@ def py_spy_dump(pid: int) -> str:
         return f"py-spy: {exc!r}"
 
 
+def clicks_offsets(settings: Settings) -> dict[int, tuple[int | None, int]]:
+    """Per partition of the clicks topic: the group's committed offset (None: none yet) and the end offset."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.broker)
+    consumer = KafkaConsumer(bootstrap_servers=settings.broker)
+    try:
+        tps = [TopicPartition(settings.clicks_topic, p) for p in sorted(consumer.partitions_for_topic(settings.clicks_topic))]
+        ends = consumer.end_offsets(tps)
+        committed = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
+    finally:
+        consumer.close()
+        admin.close()
+    return {tp.partition: (committed[tp].offset if tp in committed else None, ends[tp]) for tp in tps}
+
+
 def stall_report(settings: Settings, workers: Sequence[WorkerProcess]) -> str:
     """The clicks topic's committed offsets against its ends (behind: the clicks were not processed; at the end:
     they were committed, and a missing prediction is a loss), then, per running worker, the innermost frames of
     its threads (py-spy, which needs nothing of the process), its asyncio tasks (Faust's worker dumps them on
     SIGUSR1, if its event loop still turns) and the last lines of its log."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka import KafkaAdminClient
 
     lines = []
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.broker)
-        consumer = KafkaConsumer(bootstrap_servers=settings.broker)
-        tps = [TopicPartition(settings.clicks_topic, p) for p in sorted(consumer.partitions_for_topic(settings.clicks_topic))]
-        ends = consumer.end_offsets(tps)
-        committed = admin.list_group_offsets(settings.app_id).get(settings.app_id, {})
-        members = admin.describe_groups([settings.app_id])
-        consumer.close()
-        admin.close()
+        offsets = clicks_offsets(settings)
         lines.append("clicks committed/end per partition: " + ", ".join(
-            f"{tp.partition}: {committed[tp].offset if tp in committed else None}/{ends[tp]}" for tp in tps))
+            f"{partition}: {committed}/{end}" for partition, (committed, end) in offsets.items()))
+        admin = KafkaAdminClient(bootstrap_servers=settings.broker)
+        members = admin.describe_groups([settings.app_id])
+        admin.close()
         group = members[settings.app_id]
         lines.append(f"group {group['group_state']}, members {[m['member_id'] for m in group['members']]}")
     except Exception as exc:  # the report must not hide the timeout
