@@ -31,8 +31,8 @@ def unreachable(settings: Settings, seen: Sequence[str] = ()) -> BrokerUnavailab
     accepted: list[str] | None = None
     named = ("UnsupportedSaslMechanism", "IllegalSaslState", "CERTIFICATE", "ALERT_", "Handshake failed")
     if protocol.startswith("SASL") and not any(cause in text for cause in named):
-        # kafka-python's log line for a refused mechanism races with the broker closing the connection (only
-        # "socket disconnected" may be seen): ask the listener itself which mechanisms it accepts
+        # kafka-python's log lines race with the broker closing the connection (only "socket disconnected", or
+        # nothing that names the cause, may be seen): ask the listener itself which mechanisms it accepts
         answer = sasl_handshake(settings)
         if answer is not None:
             error, accepted = answer
@@ -40,6 +40,8 @@ def unreachable(settings: Settings, seen: Sequence[str] = ()) -> BrokerUnavailab
                 text += " | IllegalSaslState"
             elif settings.sasl_mechanism not in accepted:
                 text += " | UnsupportedSaslMechanism"
+            else:  # a SASL listener that takes the mechanism answered: what failed is the login itself
+                text += " | SaslAuthenticationFailed"
     if "UnsupportedSaslMechanism" in text:
         offered = f"; it accepts {', '.join(accepted)}" if accepted else ""
         return AuthenticationFailed(f"the broker at {at} does not accept SASL mechanism {settings.sasl_mechanism} "
@@ -59,7 +61,7 @@ def unreachable(settings: Settings, seen: Sequence[str] = ()) -> BrokerUnavailab
     if handshake:
         reason = handshake[0].split("Handshake failed:", 1)[-1].strip()[:120]
         return AuthenticationFailed(f"the TLS handshake with {at} failed ({reason}): is it a TLS listener?")
-    if "socket disconnected" in text and protocol.startswith("SASL"):
+    if "SaslAuthenticationFailed" in text or ("socket disconnected" in text and protocol.startswith("SASL")):
         return AuthenticationFailed(f"authentication failed at {at}: the broker closed the connection after "
                                     f"{settings.sasl_mechanism} authentication of user {settings.sasl_username!r} "
                                     "(wrong user name or password?)")

@@ -83,16 +83,23 @@ def test_the_worker_names_a_wrong_password_in_one_line(sasl_broker: None, worker
     assert done.stderr.strip().splitlines() == [CASES["wrong password"][1]]
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
-    ({"CLICKSTREAM_SASL_MECHANISM": "SCRAM-SHA-512"}, CASES["wrong mechanism"][1] + "; it accepts SCRAM-SHA-256"),
-    ({"CLICKSTREAM_BROKER": f"127.0.0.1:{PLAIN}"}, CASES["SASL to a plaintext port"][1]),
-    ({"CLICKSTREAM_SASL_PASSWORD": "nope"}, CASES["wrong password"][1]),
-])
-def test_a_sasl_cause_is_asked_of_the_broker_when_the_client_log_only_saw_the_close(
-        sasl_broker: None, changes: dict[str, str], expected: str) -> None:
-    # kafka-python may log only "socket disconnected" when the broker closes right after refusing a mechanism
+CLOSED = ["<KafkaTCPTransport ...>: socket disconnected"]
+
+
+@pytest.mark.parametrize(("changes", "seen", "expected"), [
+    ({"CLICKSTREAM_SASL_MECHANISM": "SCRAM-SHA-512"}, CLOSED,
+     CASES["wrong mechanism"][1] + "; it accepts SCRAM-SHA-256"),
+    ({"CLICKSTREAM_BROKER": f"127.0.0.1:{PLAIN}"}, CLOSED, CASES["SASL to a plaintext port"][1]),
+    ({"CLICKSTREAM_SASL_PASSWORD": "nope"}, CLOSED, CASES["wrong password"][1]),
+    ({"CLICKSTREAM_SASL_PASSWORD": "nope"}, [], CASES["wrong password"][1]),
+    ({"CLICKSTREAM_BROKER": "127.0.0.1:1"}, [], "error: no Kafka broker answered at 127.0.0.1:1"),
+], ids=["wrong mechanism", "plaintext port", "wrong password", "wrong password, nothing logged", "nothing there"])
+def test_a_sasl_cause_is_asked_of_the_broker_when_the_client_log_does_not_name_it(
+        sasl_broker: None, changes: dict[str, str], seen: list[str], expected: str) -> None:
+    # kafka-python may log only "socket disconnected" when the broker closes right after refusing a mechanism,
+    # and the worker once saw nothing naming the cause of a wrong password at all
     from core.kafka import unreachable
     from core.settings import load_settings
 
     settings = load_settings(env={**sasl_env(), **changes})
-    assert "error: " + str(unreachable(settings, ["<BrokerConnection ...>: socket disconnected"])) == expected
+    assert ("error: " + str(unreachable(settings, seen))).startswith(expected)
