@@ -5,6 +5,7 @@ building and encoding a prediction with and without them."""
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
 
     path = model_dir(args.model)
     predictor = Predictor(path, batch_sizes=(1, 32, 256), lengths=(8,), jit_compile=not args.no_jit)
+    gc.freeze()  # as the worker does once its model is loaded: no full collection walks TensorFlow's objects
     n = predictor.window_length
     rng = np.random.default_rng(0)
     cats = list(predictor.spec.categories[:200])
@@ -100,6 +102,7 @@ def drivers_cost(path: Path, seconds: float, jit: bool, rounds: int = 3) -> None
     shapes = {"batch_sizes": (32, 256), "lengths": (n,), "jit_compile": jit}  # full windows only: one length
     plain = Predictor(path, **shapes)
     explained = Predictor(path, **shapes, drivers=DRIVERS_PER_PREDICTION)
+    gc.freeze()
     rng = np.random.default_rng(0)
     cats = list(plain.spec.categories[:200])
     # Taobao-like windows: a user comes back to a few categories, so the top one is often in the window

@@ -50,7 +50,7 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     if progress:
         print("evaluate: loading the model", file=sys.stderr, flush=True)
     # one batch size and the length buckets: fewer shapes to compile than the worker's default set
-    predictor = Predictor(model_dir, batch_sizes=(512,), lengths=(8, 16, 32))
+    predictor = Predictor(model_dir, batch_sizes=(512,), lengths=(8, 16, 32), candidates=True)
     baselines = predictor.baselines  # fit at training time on the training part only: nothing here is fit
     model_top: list[list[str]] = []
     network_top: list[list[str]] = []

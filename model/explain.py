@@ -48,16 +48,17 @@ NEUTRAL_EVENT_TYPE = EVENT_TYPE_CODES["view"]  # nine events in ten are views: t
 MASK = "\x00masked:"  # prefix of category ids no vocabulary, log or baseline holds
 
 
-def batch_drivers(top_categories: Sequence[str], step_codes: np.ndarray, copy: np.ndarray, event_types: np.ndarray,
-                  times_ms: np.ndarray, first_position: np.ndarray, count: int) -> list[tuple[Driver, ...]]:
+def batch_drivers(top_categories: Sequence[str], top_codes: np.ndarray, step_codes: np.ndarray, copy: np.ndarray,
+                  event_types: np.ndarray, times_ms: np.ndarray, first_position: np.ndarray,
+                  count: int) -> list[tuple[Driver, ...]]:
     """Per window, the ``count`` steps of its top category by the probability the pointer copied from them,
     strongest first (of equal weights the older); () when the top category is not in the window.
 
     Windows are rows of (B, T) arrays as the network reads them: ``step_codes`` equal where raw category ids
-    are equal (-1 at padding), the event type codes and times of the steps, and ``first_position`` the window
-    position of each row's step 0. Vectorised over the batch: only the chosen steps become Python objects.
+    are equal (-1 at padding; ``top_codes`` are the top categories' codes in the same table), the event type
+    codes and times of the steps, and ``first_position`` the window position of each row's step 0. Vectorised
+    over the batch: only the chosen steps become Python objects.
     """
-    top_codes = np.fromiter(map(hash, top_categories), dtype=np.int64, count=len(top_categories))
     weights = np.where(step_codes == top_codes[:, None], copy, -1.0)
     order = np.argsort(-weights, axis=1, kind="stable")[:, :count]
     chosen = np.take_along_axis(weights, order, axis=1)

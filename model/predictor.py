@@ -12,6 +12,7 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,27 @@ class BatchPrediction:
 
 
 NETWORK_CANDIDATES = 30
+MAX_CATEGORY_CODES = 1_000_000  # raw ids a predictor keeps codes for before it starts a new table
+
+
+class CategoryCodes(dict[str, int]):
+    """Raw category id -> an integer code, one dict lookup per event: the category's input index for the
+    vocabulary, a new code past the index space for any other id. Equal codes exactly for equal raw ids,
+    which is all the repetition features and the drivers compare (within one table)."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        super().__init__((c, i + 2) for i, c in enumerate(spec.categories))
+        self.vocabulary = spec.n_categories
+        self._new = itertools.count(self.vocabulary)  # next() is atomic: a code is never handed out twice
+
+    def __missing__(self, raw: str) -> int:
+        code = self[raw] = next(self._new)
+        return code
+
+    def input_index(self, codes: np.ndarray) -> np.ndarray:
+        """The network's category input of each code: out of vocabulary (OOV) past the index space."""
+        return np.where(codes < self.vocabulary, codes, OOV).astype(np.int32)
+
 
 
 def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:
@@ -83,12 +105,15 @@ class Predictor:
 
     With ``drivers`` > 0 each prediction also carries the pointer's copy weights and the ``drivers`` window
     events that drove its top category (``model/explain.py``); the compiled functions then return the
-    attention too, which the default (0) leaves out.
+    attention too, which the default (0) leaves out. ``candidates`` lets :meth:`predict` return the network's
+    own ranking of ``NETWORK_CANDIDATES`` categories (training and evaluation); without it a model whose mix
+    is the network alone ranks only the ``top_k`` shown (the top-k is ~a third of the compiled call).
     """
 
     def __init__(self, model_dir: str | Path, *, batch_sizes: Sequence[int] = (1, 8, 32, 128, 512),
                  lengths: Sequence[int] = (8, 16, 32), top_k: int = 10, threads: int | None = None,
-                 jit_compile: bool = True, warm: bool | str = True, drivers: int = 0) -> None:
+                 jit_compile: bool = True, warm: bool | str = True, drivers: int = 0,
+                 candidates: bool = False) -> None:
         tf = import_tensorflow()
         if threads:
             try:
@@ -104,13 +129,17 @@ class Predictor:
         self.window_length = self.config.window_length
         self.top_k = top_k
         self.drivers = drivers
-        # the network proposes more candidates than it shows: the mix with the stored baselines re-ranks them
-        self.network_k = max(1, min(max(top_k, NETWORK_CANDIDATES), len(self.spec.categories)))
         try:
             self.baselines = StoredBaselines.load(self.model_dir)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{self.model_dir}: stored baselines cannot be read ({type(exc).__name__}: {exc})") \
                 from None
+        self.network_only = not any(w for name, w in self.baselines.mix.items() if name != "network")
+        self.candidates = candidates
+        # the network proposes more candidates than it shows when the mix with the stored baselines re-ranks
+        # them, or when they are asked for
+        shown = top_k if self.network_only and not candidates else max(top_k, NETWORK_CANDIDATES)
+        self.network_k = max(1, min(shown, len(self.spec.categories)))
         self.batch_sizes = tuple(sorted(set(batch_sizes)))
         self.lengths = _buckets(lengths, self.window_length)
         try:
@@ -119,6 +148,7 @@ class Predictor:
         except Exception as exc:  # Keras raises ValueError, OSError, KeyError... for a bad weights file
             raise ModelError(f"{self.model_dir / WEIGHTS} cannot be loaded ({type(exc).__name__}: {exc})") from None
         self._prior = self._prior_prediction()
+        self._code_table = CategoryCodes(self.spec)
         network, k = fused_network(self.network), self.network_k
 
         def serve(category: Any, event_type: Any, steps: Any) -> tuple[Any, ...]:
@@ -185,6 +215,13 @@ class Predictor:
         larger usable one)."""
         return self.warm(self.shapes_to_compile())
 
+    def _codes(self) -> CategoryCodes:
+        """The code table for one batch: a new one once out-of-vocabulary ids have filled the current (a batch
+        keeps the table it started with, so its codes stay comparable)."""
+        if len(self._code_table) > self._code_table.vocabulary + MAX_CATEGORY_CODES:
+            self._code_table = CategoryCodes(self.spec)
+        return self._code_table
+
     def _shape_for(self, rows: int, length: int) -> tuple[int, int]:
         """The cheapest usable (batch, length) shape that holds ``rows`` windows of ``length`` steps."""
         return min(((b, t) for b, t in list(self._serving) if b >= rows and t >= length),
@@ -199,10 +236,12 @@ class Predictor:
     def predict(self, windows: Sequence[Window], candidates: bool = False) -> BatchPrediction:
         """Predict every window in one call: grouped by length bucket, in chunks of the largest batch size.
 
-        With ``candidates`` the prediction carries ``network_top``, the network's own ranking of its
-        ``network_k`` candidates (what training tunes the mix on); without it, and with a network-only mix,
-        only the ``top_k`` shown become Python objects.
+        With ``candidates`` (a predictor built with ``candidates=True``) the prediction carries
+        ``network_top``, the network's own ranking of its ``network_k`` candidates (what training tunes the
+        mix on); without it, and with a network-only mix, only the ``top_k`` shown become Python objects.
         """
+        if candidates and not self.candidates:
+            raise ValueError("predict(candidates=True) needs a Predictor built with candidates=True")
         n = len(windows)
         lengths = np.fromiter((min(len(w.categories), self.window_length) for w in windows), np.int64, n)
         top: list[list[tuple[str, float]]] = [[] for _ in range(n)]
@@ -215,7 +254,7 @@ class Predictor:
         # each length bucket runs on its own: short windows never pay for the longest one in the batch
         bucket_of = np.searchsorted(np.asarray(sorted({t for _, t in list(self._serving)})), lengths)
         largest = self.batch_sizes[-1]
-        network_only = not any(w for name, w in self.baselines.mix.items() if name != "network")
+        network_only = self.network_only
         width = self.top_k if network_only and not candidates else self.network_k
         for bucket in np.unique(bucket_of[lengths > 0]):
             rows = np.flatnonzero((bucket_of == bucket) & (lengths > 0))
@@ -238,8 +277,10 @@ class Predictor:
         drivers: list[tuple[Driver, ...]] | None = None
         if copies is not None:
             drivers = [()] * n
-            for rows, *chunk in steps:  # against the final top category, the mix's
-                for i, found in zip(rows, batch_drivers([top[i][0][0] for i in rows], *chunk, self.drivers)):
+            for rows, step_codes, *chunk, code_of in steps:  # against the final top category, the mix's
+                tops = [top[i][0][0] for i in rows]
+                top_codes = np.fromiter(map(code_of.__getitem__, tops), dtype=np.int64, count=len(tops))
+                for i, found in zip(rows, batch_drivers(tops, top_codes, step_codes, *chunk, self.drivers)):
                     drivers[i] = found
         return BatchPrediction(top, types, purchase, lengths, self.spec.event_types,
                                network_top if candidates else None, copies, drivers)
@@ -250,15 +291,15 @@ class Predictor:
         b = len(windows)
         batch, length = self._shape_for(b, int(lengths.max()))
         # flat columns of the windows' newest `length` events, then the one feature function
-        cats = [w.categories[len(w.categories) - k:] for w, k in zip(windows, lengths)]
-        flat_cats = np.fromiter(itertools.chain.from_iterable(cats), dtype=object, count=int(lengths.sum()))
-        flat_types = np.concatenate([w.event_types[len(w.event_types) - k:] for w, k in zip(windows, lengths)])
-        flat_times = np.concatenate([w.times_ms[len(w.times_ms) - k:] for w, k in zip(windows, lengths)])
+        firsts = [len(w) - k for w, k in zip(windows, lengths.tolist())]
+        flat_cats = list(itertools.chain.from_iterable(w.categories[a:] for w, a in zip(windows, firsts)))
+        flat_types = np.concatenate([w.event_types[a:] for w, a in zip(windows, firsts)])
+        flat_times = np.concatenate([w.times_ms[a:] for w, a in zip(windows, firsts)])
         ends = np.cumsum(lengths)
         index = window_index(ends, ends - lengths, length)
-        # hash(): equal raw ids get equal codes within this process, which is all the features compare
-        codes = np.fromiter(map(hash, flat_cats), dtype=np.int64, count=len(flat_cats))
-        x = encode_windows(self.spec.category_index(flat_cats), codes, flat_types, flat_times, index, self.spec)
+        code_of = self._codes()
+        codes = np.fromiter(map(code_of.__getitem__, flat_cats), dtype=np.int64, count=len(flat_cats))
+        x = encode_windows(code_of.input_index(codes), codes, flat_types, flat_times, index, self.spec)
         # the shape's spare rows are padding (zeros), added after the features: nothing computed for them
         idx, scores, oov_copy, event_type, buy, *copy = self._serving[(batch, length)](
             *(np.concatenate([x[name], np.zeros((batch - b, *x[name].shape[1:]), x[name].dtype)])
@@ -269,28 +310,26 @@ class Predictor:
                 copies[rows[r]] = weights[r, length - lengths[r]:]
             valid, safe = index >= 0, np.maximum(index, 0)
             first = np.fromiter((len(w) for w in windows), dtype=np.int64, count=b) - length
-            steps.append((rows, np.where(valid, codes[safe], -1), weights, flat_types[safe], flat_times[safe], first))
+            steps.append((rows, np.where(valid, codes[safe], -1), weights, flat_types[safe], flat_times[safe], first,
+                          code_of))
         idx, scores, oov_copy = idx.numpy()[:b, :width], scores.numpy()[:b, :width], oov_copy.numpy()[:b]
         types[rows] = event_type.numpy()[:b]
         purchase[rows] = buy.numpy()[:b]
         names, score_rows = self.spec.index_to_category[idx].tolist(), scores.tolist()
-        has_oov = (x["category"] == OOV).any(axis=1)
-        for r in range(b):
-            best = list(zip(names[r], score_rows[r]))
-            if has_oov[r]:
-                best = self._merge_oov(best, index[r], flat_cats, oov_copy[r], width)
+        for r, best in enumerate(map(list, map(zip, names, score_rows))):
             top[rows[r]] = best
-
-    def _merge_oov(self, best: list[tuple[str, float]], index: np.ndarray, flat_cats: np.ndarray,
-                   oov_copy: np.ndarray, width: int) -> list[tuple[str, float]]:
-        """Add the copy probability of out-of-vocabulary categories of the window, by raw id."""
-        mass: dict[str, float] = {}
-        for pos, p in zip(index, oov_copy):
-            if pos >= 0 and p > 0:
-                raw = flat_cats[pos]
-                mass[raw] = mass.get(raw, 0.0) + float(p)
-        merged = dict(best)
-        for raw, p in mass.items():
-            merged[raw] = merged.get(raw, 0.0) + p
-        return sorted(merged.items(), key=lambda kv: -kv[1])[:width]
+        # out-of-vocabulary categories are copied by their raw id; only their steps are visited (oov_copy is 0
+        # at padding and in-vocabulary steps)
+        hit_rows, hit_steps = np.nonzero(oov_copy > 0)
+        mass: dict[int, dict[str, float]] = {}
+        for r, pos, p in zip(hit_rows.tolist(), index[hit_rows, hit_steps].tolist(),
+                             oov_copy[hit_rows, hit_steps].tolist()):
+            row_mass = mass.setdefault(r, {})
+            raw = flat_cats[pos]
+            row_mass[raw] = row_mass.get(raw, 0.0) + p
+        for r, row_mass in mass.items():
+            merged = dict(top[rows[r]])
+            for raw, p in row_mass.items():
+                merged[raw] = merged.get(raw, 0.0) + p
+            top[rows[r]] = sorted(merged.items(), key=itemgetter(1), reverse=True)[:width]  # stable, as before
 

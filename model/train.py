@@ -240,7 +240,8 @@ def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets
     windows = [log.category_ids[a:b].tolist() for a, b in zip(starts, targets)]
     truth = log.category_ids[targets].tolist()
     baselines.tune_decay(windows, truth)
-    predictor = Predictor(out, batch_sizes=(512,), lengths=(window_length,), jit_compile=False, warm=False)
+    predictor = Predictor(out, batch_sizes=(512,), lengths=(window_length,), jit_compile=False, warm=False,
+                          candidates=True)
     network_top: list[list[tuple[str, float]]] = []
     type_probs = []
     for lo in range(0, len(targets), 2048):

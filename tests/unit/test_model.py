@@ -88,10 +88,18 @@ def test_predictor_equals_the_keras_model_called_directly(artifact: Path) -> Non
 
     from model.features import encode_windows, window_index
 
-    predictor = Predictor(artifact, batch_sizes=(4, 16), lengths=(4, 8), top_k=3)
+    predictor = Predictor(artifact, batch_sizes=(4, 16), lengths=(4, 8), top_k=3, candidates=True)
     seqs = [["c1", "c2"], ["c5", "c6", "c7", "c8", "c9", "c0", "c1"], ["c3"], ["c4", "c4", "c5"], ["c9"] * 8,
             ["new", "c2", "new"]]  # "new" is out of vocabulary: it can only be copied, by its raw id
     result = predictor.predict(windows_of(seqs), candidates=True)
+    # a predictor that ranks only what it shows (the network's top 3 when the mix is the network alone)
+    # shows the same
+    shown = Predictor(artifact, batch_sizes=(4, 16), lengths=(4, 8), top_k=3)
+    assert shown.network_k == (3 if shown.network_only else predictor.network_k)
+    assert [[c for c, _ in row] for row in shown.predict(windows_of(seqs)).top_categories] == \
+        [[c for c, _ in row] for row in result.top_categories]
+    with pytest.raises(ValueError, match="candidates=True"):
+        shown.predict(windows_of(seqs), candidates=True)
 
     model = keras.saving.load_model(artifact / "model.keras")
     flat = np.concatenate([np.asarray(s, dtype=object) for s in seqs])
