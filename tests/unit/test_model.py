@@ -284,3 +284,15 @@ def test_network_ranks_count_vocabulary_and_out_of_vocabulary_competitors() -> N
     # row 0: scores 2: .25, 3: .15 (the truth), 4: .04 + .1 copied, OOV code 8: .15 + .25 -> 2 and 8 beat it
     # row 1: the truth is OOV code 9 with .15 copied; 2: .05 + .3 beats it, code 6 (.05) does not
     assert network_ranks(outputs, x).tolist() == [3, 2]
+
+
+def test_category_codes_are_the_input_index_in_the_vocabulary_and_new_codes_outside_it() -> None:
+    from model.features import OOV, FeatureSpec
+    from model.predictor import CategoryCodes
+
+    spec = FeatureSpec(categories=("a", "b", "c"))
+    codes = CategoryCodes(spec)
+    seen = np.fromiter(map(codes.__getitem__, ["b", "x", "a", "y", "x", "c"]), dtype=np.int64)
+    assert seen.tolist() == [3, 5, 2, 6, 5, 4]  # in the vocabulary: index i + 2; others from 5 on, one per raw id
+    assert codes.input_index(seen).tolist() == [3, OOV, 2, OOV, OOV, 4]
+    assert np.array_equal(codes.input_index(seen), spec.category_index(["b", "x", "a", "y", "x", "c"]))
