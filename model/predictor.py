@@ -83,7 +83,6 @@ class CategoryCodes(dict[str, int]):
         return np.where(codes < self.vocabulary, codes, OOV).astype(np.int32)
 
 
-
 def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:
     return tuple(sorted({min(v, cap) for v in values} | {cap}))
 
@@ -107,7 +106,7 @@ class Predictor:
     events that drove its top category (``model/explain.py``); the compiled functions then return the
     attention too, which the default (0) leaves out. ``candidates`` lets :meth:`predict` return the network's
     own ranking of ``NETWORK_CANDIDATES`` categories (training and evaluation); without it a model whose mix
-    is the network alone ranks only the ``top_k`` shown (the top-k is ~a third of the compiled call).
+    is the network alone ranks only the ``top_k`` it shows.
     """
 
     def __init__(self, model_dir: str | Path, *, batch_sizes: Sequence[int] = (1, 8, 32, 128, 512),
