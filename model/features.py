@@ -80,6 +80,25 @@ class FeatureSpec:
                    gap_scale=float(data["gap_scale"]))
 
 
+class CategoryCodes(dict[str, int]):
+    """Raw category id -> an integer code, one dict lookup per event: the category's input index for the
+    vocabulary, a new code past the index space for any other id. Equal codes exactly for equal raw ids,
+    which is all the repetition features and the drivers compare (within one table)."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        super().__init__(spec._index)  # the vocabulary's input indexes, then codes for other ids
+        self.vocabulary = spec.n_categories
+        self._new = itertools.count(self.vocabulary)  # next() is atomic: a code is never handed out twice
+
+    def __missing__(self, raw: str) -> int:
+        code = self[raw] = next(self._new)
+        return code
+
+    def input_index(self, codes: np.ndarray) -> np.ndarray:
+        """The network's category input of each code: out of vocabulary (OOV) past the index space."""
+        return np.where(codes < self.vocabulary, codes, OOV).astype(np.int32)
+
+
 def window_index(ends: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     """(B, length) positions into flat event columns: the ``length`` events before each end (exclusive),
     not before the window's start; -1 where the window is shorter (left padding)."""

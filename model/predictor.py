@@ -24,7 +24,7 @@ from model.artifact import WEIGHTS, read_manifest
 from model.baselines import StoredBaselines
 from model.config import NetworkConfig
 from model.explain import batch_drivers
-from model.features import N_STEP_FEATURES, OOV, FeatureSpec, encode_windows, window_index
+from model.features import N_STEP_FEATURES, OOV, CategoryCodes, FeatureSpec, encode_windows, window_index
 from model.mix import rank as mixed_rank
 from model.network import build_network
 from model.serving import fused_network
@@ -62,25 +62,6 @@ class BatchPrediction:
 
 NETWORK_CANDIDATES = 30
 MAX_CATEGORY_CODES = 1_000_000  # raw ids a predictor keeps codes for before it starts a new table
-
-
-class CategoryCodes(dict[str, int]):
-    """Raw category id -> an integer code, one dict lookup per event: the category's input index for the
-    vocabulary, a new code past the index space for any other id. Equal codes exactly for equal raw ids,
-    which is all the repetition features and the drivers compare (within one table)."""
-
-    def __init__(self, spec: FeatureSpec) -> None:
-        super().__init__((c, i + 2) for i, c in enumerate(spec.categories))
-        self.vocabulary = spec.n_categories
-        self._new = itertools.count(self.vocabulary)  # next() is atomic: a code is never handed out twice
-
-    def __missing__(self, raw: str) -> int:
-        code = self[raw] = next(self._new)
-        return code
-
-    def input_index(self, codes: np.ndarray) -> np.ndarray:
-        """The network's category input of each code: out of vocabulary (OOV) past the index space."""
-        return np.where(codes < self.vocabulary, codes, OOV).astype(np.int32)
 
 
 def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:

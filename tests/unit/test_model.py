@@ -287,8 +287,7 @@ def test_network_ranks_count_vocabulary_and_out_of_vocabulary_competitors() -> N
 
 
 def test_category_codes_are_the_input_index_in_the_vocabulary_and_new_codes_outside_it() -> None:
-    from model.features import OOV, FeatureSpec
-    from model.predictor import CategoryCodes
+    from model.features import OOV, CategoryCodes, FeatureSpec
 
     spec = FeatureSpec(categories=("a", "b", "c"))
     codes = CategoryCodes(spec)
