@@ -206,8 +206,9 @@ def arm_loop_watch() -> None:
 
 def note_skipped(skipped: list[tuple[tuple[str, int], int, int]]) -> None:
     for (topic, partition), first, seen in skipped:
-        log.warning("%s[%d]: offsets %d to %d never reached the agent (the next one did); if the commit stays "
-                    "behind them, the progress watchdog restarts the worker", topic, partition, first, seen - 1)
+        log.warning("%s[%d]: offsets %d to %d never reached the agent (the next one did); the group's commit can "
+                    "move past them, and then their clicks get no prediction unless they are produced again",
+                    topic, partition, first, seen - 1)
         metrics.skipped_offsets.inc(seen - first)
 
 
