@@ -25,6 +25,7 @@ from streams.app import app, settings
 from streams.batch import BatchProcessor, BatchResult, Message, stale_keys
 from streams.derived import derived
 from streams.faust_glue import TableWrite, committed_offsets, held, send_in_batches, write_table
+from streams.holes import LogReader, with_filled
 from streams.runtime import Runtime
 from streams.topics import click_sources, dead_letter_topic, predictions_topic, rekeyed_clicks_topic, user_to_window
 from streams.watchdog import ProgressWatch
@@ -38,6 +39,7 @@ EXPIRY_INTERVAL_S = 60.0
 COUNTERS_INTERVAL_S = 10.0
 runtime = Runtime()  # this worker's predictor and batch processor, shared with the web views (streams/web.py)
 progress = ProgressWatch(settings.stall_timeout_s)
+log_reader = LogReader(settings.aiokafka_config())  # reads the offsets a batch skips (streams/holes.py)
 
 
 def load_predictor(first: bool = True) -> Any:
@@ -122,46 +124,73 @@ async def predict_next_intent(stream: Any) -> None:
     metrics.model_info.labels(predictor.version).set(1)
     next_report = time.monotonic()
     next_expiry = next_report + EXPIRY_INTERVAL_S  # the first sweep a minute after start, as a timer would
-    async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        switched_from = runtime.switch_to_pending()
-        if switched_from is not None:
-            log.info("switched from model %s to %s", switched_from, runtime.predictor.version)
-            freeze_heap(collect=True)
-            metrics.model_info.labels(switched_from).set(0)
-            metrics.model_info.labels(runtime.predictor.version).set(1)
-        try:
-            with held(events):
-                messages = [Message(e.message.key, e.message.value, e.message.topic, e.message.partition,
-                                    e.message.offset, e.message.time_in or time.monotonic()) for e in events]
-                started = time.monotonic()
-                result = await processor.process(messages, user_to_window.get, runtime.infer)
-                sending = time.monotonic()
-                await write_table(user_to_window, app.producer,
-                                  [TableWrite(key, packed, events[index])
-                                   for key, (packed, index) in result.window_writes.items()], stop_unacknowledged)
-                derived_outgoing = await derived.derive(events, result, processor.window_length,
-                                                      stop_unacknowledged)  # demand, audiences
-                for topic, outgoing in ((dead_letter_topic, result.dead_letters),
-                                        (rekeyed_clicks_topic, result.rekeyed), (predictions_topic, result.predictions),
-                                        *derived_outgoing):
-                    if outgoing:
-                        await send_in_batches(app.producer, topic.get_topic_name(), outgoing, stop_unacknowledged)
-                observe(messages, result, started, sending, time.monotonic())
-                note_skipped(progress.batch_handled([(m.topic, m.partition, m.offset) for m in messages],
-                                                    committed_offsets(app.consumer, {TP(m.topic, m.partition)
-                                                                                     for m in messages}),
-                                                    app.consumer_generation_id))
-        except asyncio.CancelledError:
-            raise  # the worker is stopping: the batch stays unacknowledged and is read again
-        except Exception as exc:
-            stop_unacknowledged(exc)
-        now = time.monotonic()
-        if now >= next_expiry:
-            next_expiry = now + EXPIRY_INTERVAL_S
-            await expire_idle_windows(processor)
-        if now >= next_report:
-            next_report = now + COUNTERS_INTERVAL_S
-            log.info("%s", processor.counters)
+    try:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+            await handle(events, processor)
+            now = time.monotonic()
+            if now >= next_expiry:
+                next_expiry = now + EXPIRY_INTERVAL_S
+                await expire_idle_windows(processor)
+            if now >= next_report:
+                next_report = now + COUNTERS_INTERVAL_S
+                log.info("%s", processor.counters)
+    finally:
+        await log_reader.close()
+
+
+async def handle(events: list[Any], processor: BatchProcessor) -> None:
+    """One micro-batch: the offsets it skips read from the log first, then everything handed to the producer
+    before the batch is acknowledged; any failure stops the worker with the batch unacknowledged."""
+    switched_from = runtime.switch_to_pending()
+    if switched_from is not None:
+        log.info("switched from model %s to %s", switched_from, runtime.predictor.version)
+        freeze_heap(collect=True)
+        metrics.model_info.labels(switched_from).set(0)
+        metrics.model_info.labels(runtime.predictor.version).set(1)
+    try:
+        with held(events):
+            messages = [Message(e.message.key, e.message.value, e.message.topic, e.message.partition,
+                                e.message.offset, e.message.time_in or time.monotonic()) for e in events]
+            started = time.monotonic()
+            messages, origin = await fill_holes(messages)
+            sources = [events[i] for i in origin]  # the Faust event each message's table writes are filed by
+            result = await processor.process(messages, user_to_window.get, runtime.infer)
+            sending = time.monotonic()
+            await write_table(user_to_window, app.producer,
+                              [TableWrite(key, packed, sources[index])
+                               for key, (packed, index) in result.window_writes.items()], stop_unacknowledged)
+            derived_outgoing = await derived.derive(sources, result, processor.window_length,
+                                                  stop_unacknowledged)  # demand, audiences
+            for topic, outgoing in ((dead_letter_topic, result.dead_letters),
+                                    (rekeyed_clicks_topic, result.rekeyed), (predictions_topic, result.predictions),
+                                    *derived_outgoing):
+                if outgoing:
+                    await send_in_batches(app.producer, topic.get_topic_name(), outgoing, stop_unacknowledged)
+            observe(messages, result, started, sending, time.monotonic())
+    except asyncio.CancelledError:
+        raise  # the worker is stopping: the batch stays unacknowledged and is read again
+    except Exception as exc:
+        stop_unacknowledged(exc)
+
+
+async def fill_holes(messages: list[Message]) -> tuple[list[Message], list[int]]:
+    """The batch with the records of the offsets it skips (streams/holes.py), and what each message stands for."""
+    holes = progress.arrived([(m.topic, m.partition, m.offset) for m in messages],
+                             committed_offsets(app.consumer, {TP(m.topic, m.partition) for m in messages}),
+                             app.consumer_generation_id)
+    filled = []
+    for (topic, partition), first, seen in holes:
+        records = await log_reader.read(topic, partition, first, seen)
+        filled.append(((topic, partition), seen, records))
+        if records:
+            log.warning("%s[%d]: offsets %d to %d never reached the agent (the next one did); %d records read "
+                        "from the log for them and handled in this batch", topic, partition, first, seen - 1,
+                        len(records))
+            metrics.skipped_offsets.inc(len(records))
+        else:
+            log.debug("%s[%d]: offsets %d to %d hold no records (transaction markers)", topic, partition, first,
+                      seen - 1)
+    return with_filled(messages, filled) if filled else (messages, list(range(len(messages))))
 
 
 @app.timer(interval=WATCH_INTERVAL_S)
@@ -202,14 +231,6 @@ def arm_loop_watch() -> None:
     thread of Python's faulthandler dumps every thread's stack and ends the process (exit code 1)."""
     if settings.stall_timeout_s:
         faulthandler.dump_traceback_later(settings.stall_timeout_s + WATCH_INTERVAL_S, exit=True, file=sys.__stderr__)
-
-
-def note_skipped(skipped: list[tuple[tuple[str, int], int, int]]) -> None:
-    for (topic, partition), first, seen in skipped:
-        log.warning("%s[%d]: offsets %d to %d never reached the agent (the next one did); the group's commit can "
-                    "move past them, and then their clicks get no prediction unless they are produced again",
-                    topic, partition, first, seen - 1)
-        metrics.skipped_offsets.inc(seen - first)
 
 
 def dump_tasks() -> None:

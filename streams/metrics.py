@@ -21,9 +21,9 @@ predictions = Counter("clickstream_predictions", "Predictions sent", registry=RE
 dead_letters = Counter("clickstream_dead_letters", "Messages sent to the dead-letter topic, by reason",
                        ["reason"], registry=REGISTRY)
 rekeyed = Counter("clickstream_rekeyed", "Unkeyed clicks sent round through the rekeyed topic", registry=REGISTRY)
-skipped_offsets = Counter("clickstream_skipped_offsets", "Offsets of the clicks topics that never reached the agent "
-                          "while later ones did (a hole: the commit can move past it, and its clicks then get no "
-                          "prediction)", registry=REGISTRY)
+skipped_offsets = Counter("clickstream_skipped_offsets", "Records of the clicks topics that Faust's consumer never "
+                          "handed to the agent (a hole before a later offset): read from the log and handled "
+                          "instead (streams/holes.py)", registry=REGISTRY)
 expired_windows = Counter("clickstream_expired_windows", "Windows of idle users deleted", registry=REGISTRY)
 batch_size = Histogram("clickstream_batch_size", "Messages per micro-batch",
                        buckets=(1, 8, 32, 64, 128, 256, 512, 1024), registry=REGISTRY)

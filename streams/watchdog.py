@@ -1,16 +1,17 @@
-"""Notice a worker whose group commits stop while clicks wait, and clicks that never reached the agent.
+"""Notice a worker whose group commits stop while clicks wait, and offsets that never reached the agent.
 
 Faust workers are known to stop processing after a rebalance, alive and without errors (faust-streaming issue
-#175 and alike); in this project's CI, workers started after another one stopped predicted all but a few clicks
-of a backlog. Not root-caused (README: known issue); this module turns it into a restart and names what it sees.
+#175 and alike). Not root-caused (README: known issues); this module turns it into a restart and names the
+offsets a batch skips.
 
 :class:`ProgressWatch` is told the committed and end offsets of the worker's partitions every few seconds and
 reports the partitions whose committed offset has not moved for ``timeout_s`` while it is behind the end: then
 the agent's timer (``streams.agents.watch_progress``) dumps what every task was doing and ends the process, for
 its supervisor to restart it (at least once: nothing after the committed offset is lost). An idle partition
-(committed at the end) is never stalled. :meth:`ProgressWatch.batch_handled` also names offsets that never
-reached the agent: within an assignment a partition's clicks reach it in offset order, from its committed
-offset on. A single missing offset is not reported: a transactional producer's commit marker takes one.
+(committed at the end) is never stalled. :meth:`ProgressWatch.arrived` also names the offsets a batch skips
+(holes): within an assignment a partition's clicks reach the agent in offset order, from its committed offset
+on. A hole may hold no record (a transactional producer's commit marker takes an offset); the agent reads it
+from the log to find out (streams/holes.py).
 """
 from __future__ import annotations
 
@@ -30,24 +31,23 @@ class ProgressWatch:
     expected: dict[TopicPartition, int] = dataclasses.field(default_factory=dict)
     generation: int | None = None
 
-    def batch_handled(self, offsets: Iterable[tuple[str, int, int]], committed: Mapping[TopicPartition, int | None],
-                      generation: int | None = None) -> list[tuple[TopicPartition, int, int]]:
-        """Note a handled batch's (topic, partition, offset)s; return the offsets skipped before them, as
-        (partition, first skipped, first seen). A partition's first batch in a group generation (an
-        assignment) is compared with its committed offset (when the group has one); re-read (older) offsets
-        are never a gap."""
+    def arrived(self, offsets: Iterable[tuple[str, int, int]], committed: Mapping[TopicPartition, int | None],
+                generation: int | None = None) -> list[tuple[TopicPartition, int, int]]:
+        """Note a batch's (topic, partition, offset)s, as it arrives; return the offsets it skips, as (partition,
+        first skipped, first seen after them). A partition's first batch in a group generation (an assignment) is
+        compared with its committed offset (when the group has one); re-read (older) offsets are never a hole."""
         if generation != self.generation:  # a rebalance: partitions may have moved on elsewhere meanwhile
             self.expected.clear()
             self.generation = generation
-        skipped = []
+        holes = []
         for topic, partition, offset in offsets:
             tp = (topic, partition)
             expected = self.expected.get(tp, committed.get(tp))
-            if expected is not None and offset > expected + 1:  # one offset: maybe a transaction marker
-                skipped.append((tp, expected, offset))
+            if expected is not None and offset > expected:
+                holes.append((tp, expected, offset))
             if expected is None or offset >= expected:
                 self.expected[tp] = offset + 1
-        return skipped
+        return holes
 
     def stalled(self, ends: Mapping[TopicPartition, int], committed: Mapping[TopicPartition, int | None],
                 now: float | None = None) -> dict[TopicPartition, tuple[int, int]]:
