@@ -3,19 +3,23 @@ transactional producers, which are holes without records (streams/holes.py)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import signal
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from benchmarks.worker_process import WorkerProcess, worker_env
 from core.kafka import ensure_topics, send_all
 from core.records import Click
 from core.settings import Settings
 from schemas.codec import RecordCodec
 from streams.holes import LogReader
+from tests.conftest import REPO
 from tests.integration.conftest import read_all, sample_clicks
-from tests.integration.worker import predictions_by_event, worker_for
+from tests.integration.worker import TEST_SHAPES, predictions_by_event, worker_for
 
 CLICK = RecordCodec(Click)
 
@@ -87,3 +91,37 @@ def test_clicks_produced_in_transactions_are_all_predicted_past_their_commit_mar
     # records, as Faust's does, so clicks of aborted transactions are predicted too
     assert set(found) == {c.event_id for c in clicks} and aborted
     assert "never reached the agent" not in worker.log()
+
+
+@pytest.mark.slow
+def test_clicks_the_consumer_never_hands_over_are_read_from_the_log_and_predicted(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    clicks = sample_clicks(3_000, f"holey-{settings.app_id}")
+    # once the agent has handled a batch, the consumer skips 7 clicks of each partition
+    # (tests/integration/holey_app.py)
+    env = worker_env(dataclasses.replace(settings, **TEST_SHAPES), worker_model, tmp_path / "state",
+                     CLICKSTREAM_TEST_SKIP_COUNT="7", PYTHONPATH=str(REPO))
+    worker = WorkerProcess(env, tmp_path / "worker.log", app="tests.integration.holey_app")
+    try:
+        worker.start()
+        ensure_topics(settings, [settings.clicks_topic])
+        for part in (clicks[:300], clicks[300:]):  # the second part arrives while the agent is at work
+            assert send_all(settings, settings.clicks_topic,
+                            [(c.user_id.encode(), CLICK.encode(c), c.event_time_ms) for c in part]).failed == 0
+            predictions_by_event(settings, (c.event_id for c in part), workers=[worker])
+        found = predictions_by_event(settings, (c.event_id for c in clicks), workers=[worker])
+    finally:
+        worker.stop(signal.SIGTERM)
+    assert set(found) == {c.event_id for c in clicks}
+    log = worker.log()
+    skipped: dict[int, list[int]] = {}
+    for partition, offset in re.findall(r"holey_app: skipped \S+\[(\d)\] offset (\d+)", log):
+        skipped.setdefault(int(partition), []).append(int(offset))
+    assert skipped, "the consumer skipped nothing: the test tested nothing"
+    # the consumer never handed them on later: their predictions came from the offsets read from the log
+    assert "holey_app: delivered again" not in log
+    filled = re.findall(r"\[(\d)\]: offsets (\d+) to (\d+) never reached the agent \(the next one did\); (\d+) "
+                        r"records read from the log", log)
+    # (the worker's log throttle folds repeats of that WARNING into the first: at least one is there, and right)
+    ranges = {(p, offsets[0], offsets[-1], len(offsets)) for p, offsets in skipped.items()}
+    assert filled and {(int(p), int(first), int(last), int(n)) for p, first, last, n in filled} <= ranges
