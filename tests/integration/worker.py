@@ -127,7 +127,7 @@ def predictions_or_takeover(settings: Settings, event_ids: Iterable[str], runnin
 
     A worker that started after another one stopped (a restart, a takeover) can stop processing, with no error
     (README: known issues, faust-streaming #175 alike; not root-caused). (Until the worker read skipped offsets
-    from the log, streams/holes.py, most such "stalls" in CI were clicks committed without a prediction.) In
+    from the log, streams/holes.py, some such "stalls" in CI were clicks committed without a prediction.) In
     production its progress watchdog ends it (exit 75) and its supervisor restarts
     it; here one more worker plays that restart. That is a liveness problem; a loss would be a click committed
     without its prediction, which stays missing whatever worker comes next: one more worker, recovering from the
