@@ -190,7 +190,7 @@ async def fill_holes(messages: list[Message]) -> tuple[list[Message], list[int]]
         else:
             log.debug("%s[%d]: offsets %d to %d hold no records (transaction markers)", topic, partition, first,
                       seen - 1)
-    return with_filled(messages, filled) if filled else (messages, list(range(len(messages))))
+    return with_filled(messages, filled)
 
 
 @app.timer(interval=WATCH_INTERVAL_S)
