@@ -14,23 +14,16 @@ from aiokafka.partitioner import murmur2
 from benchmarks.worker_process import WorkerProcess, worker_env
 from cli.derived_commands import demand_totals
 from core.derived_records import AudienceEntry, CategoryDemand
-from core.kafka import ensure_topics, send_all
 from core.records import Click, Prediction
 from core.settings import Settings
 from schemas.codec import RecordCodec
 from tests.conftest import REPO
 from tests.integration.conftest import read_all, sample_clicks
-from tests.integration.worker import TEST_SHAPES, predictions_by_event, predictions_or_takeover, worker_for
+from tests.integration.worker import TEST_SHAPES, predictions_by_event, predictions_or_takeover, produce, worker_for
 
 CLICK, DEMAND, AUDIENCE = RecordCodec(Click), RecordCodec(CategoryDemand), RecordCodec(AudienceEntry)
 MIN = 60_000
 pytestmark = pytest.mark.slow
-
-
-def produce(settings: Settings, clicks: list[Click]) -> None:
-    ensure_topics(settings, [settings.clicks_topic])
-    stats = send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), c.event_time_ms) for c in clicks])
-    assert stats.sent == len(clicks) and stats.failed == 0
 
 
 def partition_of(user_id: str, partitions: int) -> int:

@@ -19,7 +19,7 @@ from schemas.codec import RecordCodec
 from streams.holes import LogReader
 from tests.conftest import REPO
 from tests.integration.conftest import read_all, sample_clicks
-from tests.integration.worker import TEST_SHAPES, predictions_by_event, worker_for
+from tests.integration.worker import TEST_SHAPES, predictions_by_event, produce, worker_for
 
 CLICK = RecordCodec(Click)
 
@@ -104,10 +104,8 @@ def test_clicks_the_consumer_never_hands_over_are_read_from_the_log_and_predicte
     worker = WorkerProcess(env, tmp_path / "worker.log", app="tests.integration.holey_app")
     try:
         worker.start()
-        ensure_topics(settings, [settings.clicks_topic])
         for part in (clicks[:300], clicks[300:]):  # the second part arrives while the agent is at work
-            assert send_all(settings, settings.clicks_topic,
-                            [(c.user_id.encode(), CLICK.encode(c), c.event_time_ms) for c in part]).failed == 0
+            produce(settings, part)
             predictions_by_event(settings, (c.event_id for c in part), workers=[worker])
         found = predictions_by_event(settings, (c.event_id for c in clicks), workers=[worker])
     finally:

@@ -22,18 +22,12 @@ from tests.integration.worker import (
     expected_windows,
     predictions_by_event,
     predictions_or_takeover,
+    produce,
     worker_for,
 )
 
 CLICK = RecordCodec(Click)
 pytestmark = pytest.mark.slow
-
-
-def produce(settings: Settings, clicks: list[dict], keyed: bool = True) -> None:
-    ensure_topics(settings, [settings.clicks_topic])
-    messages = [(c.user_id.encode() if keyed else None, CLICK.encode(c), c.event_time_ms) for c in clicks]
-    stats = send_all(settings, settings.clicks_topic, messages)
-    assert stats.sent == len(clicks) and stats.failed == 0
 
 
 def test_clean_run_one_prediction_per_click(settings: Settings, worker_model: Path, tmp_path: Path) -> None:

@@ -9,14 +9,25 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.worker_process import WorkerProcess, worker_env
+from core.kafka import ensure_topics, send_all
 from core.records import Click, Prediction
 from core.settings import Settings
 from schemas.codec import RecordCodec
 from streams.window import UserWindow
 from tests.integration.conftest import consume_until, read_all
 
+CLICK = RecordCodec(Click)
 PREDICTION = RecordCodec(Prediction)
 TEST_SHAPES = {"predictor_batch_sizes": (64, 512), "predictor_lengths": (16,), "inference_threads": 1}
+
+
+def produce(settings: Settings, clicks: Sequence[Click], keyed: bool = True) -> None:
+    """Send ``clicks`` to the clicks topic (created if missing), keyed by user unless ``keyed`` is False; all of
+    them must be delivered."""
+    ensure_topics(settings, [settings.clicks_topic])
+    messages = [(c.key if keyed else None, CLICK.encode(c), c.event_time_ms) for c in clicks]
+    stats = send_all(settings, settings.clicks_topic, messages)
+    assert stats.sent == len(clicks) and stats.failed == 0
 
 
 def worker_for(settings: Settings, model_dir: Path, state_dir: Path, name: str = "worker") -> WorkerProcess:
