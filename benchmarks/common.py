@@ -16,6 +16,26 @@ def machine() -> dict[str, Any]:
             "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def local_broker_pid() -> int | None:
+    """The pid of the Kafka broker running on this machine (``make kafka-up``), None when there is none."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"kafka.Kafka" in command:
+                return int(entry.name)
+    return None
+
+
 def write_results(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

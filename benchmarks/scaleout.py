@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, bar_chart, model_dir, run_settings, table, write_results
+from benchmarks.common import RESULTS, bar_chart, cpu_seconds, model_dir, run_settings, table, write_results
 from benchmarks.throughput import STATE, load_clicks, wait_for_output
 from benchmarks.worker_process import WorkerProcess, worker_env
 from core.kafka import ensure_topics, send_all
@@ -24,14 +24,6 @@ from core.settings import Settings
 from schemas.codec import RecordCodec
 
 FIRST_WEB_PORT = 6171
-TICKS_PER_S = 100  # os.sysconf("SC_CLK_TCK") on Linux
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime + stime
-
 
 def metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

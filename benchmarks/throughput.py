@@ -17,6 +17,8 @@ from typing import Any
 from benchmarks.common import (
     RESULTS,
     bar_chart,
+    cpu_seconds,
+    local_broker_pid,
     model_dir,
     run_settings,
     table,
@@ -69,14 +71,21 @@ def run_worker(s: Settings, model: Path, count: int, app: str, name: str, timeou
     # every predictor shape compiled before the first click: steady-state throughput, not the warm-up
     env = worker_env(s, model, state / "data", CLICKSTREAM_PREDICTOR_WARM="all")
     worker = WorkerProcess(env, state / f"{name}.log", app=app).start()
+    broker = local_broker_pid()
     try:
+        cpu_before = cpu_seconds(worker.pid), cpu_seconds(broker) if broker else 0.0
         seconds = wait_for_output(s, s.predictions_topic, count, timeout_s)
+        worker_cpu = cpu_seconds(worker.pid) - cpu_before[0]
+        broker_cpu = cpu_seconds(broker) - cpu_before[1] if broker else None
         with open(f"/proc/{worker.pid}/status") as f:
             peak_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
     finally:
         worker.stop()
     disk = sum(p.stat().st_size for p in (state / "data").rglob("*") if p.is_file())
-    return {"seconds": seconds, "rate": count / seconds, "peak_rss_mb": peak_kb / 1024, "state_bytes": disk}
+    # CPU per click over the timed part (the broker's: None when it does not run on this machine)
+    return {"seconds": seconds, "rate": count / seconds, "peak_rss_mb": peak_kb / 1024, "state_bytes": disk,
+            "worker_cpu_us_per_click": worker_cpu / count * 1e6,
+            "broker_cpu_us_per_click": broker_cpu / count * 1e6 if broker_cpu is not None else None}
 
 
 async def aiokafka_passthrough(s: Settings, source: str, target: str, count: int) -> float:
@@ -186,6 +195,12 @@ def main(argv: list[str] | None = None, name: str = "throughput") -> None:
                  ["Faust passthrough agent", ceilings["faust_passthrough"], result["ratios"]["faust_passthrough"]],
                  ["model.predict per click", predict_rate, result["ratios"]["model_predict_per_click"]]]
     print(table(rows, ["pipeline", "clicks/s", "worker / this"]))
+    runs = [("worker", ours)] + ([("Faust passthrough", framework)] if not args.skip_ceilings else [])
+    for label, r in runs:
+        broker = (f", the broker {r['broker_cpu_us_per_click']:,.0f} µs" if r["broker_cpu_us_per_click"] is not None
+                  else " (the broker runs elsewhere: not measured)")
+        print(f"CPU per click, {label}: its process {r['worker_cpu_us_per_click']:,.0f} µs{broker} "
+              f"({r['worker_cpu_us_per_click'] * r['rate'] / 1e6:.2f} cores at {r['rate']:,.0f} clicks/s)")
     print(f"worker peak RSS {ours['peak_rss_mb']:.0f} MB; RocksDB state {ours['state_bytes'] / 2**20:.1f} MB "
           f"= {result['state_bytes_per_user']:.0f} bytes per user ({users:,} users)")
     write_results(name, result)

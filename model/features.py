@@ -115,26 +115,43 @@ def encode_windows(category_index: np.ndarray, category_codes: np.ndarray, event
     -1) that are equal exactly where raw category ids are equal; ``event_types`` are positions in
     ``spec.event_types`` (input index = position + 1, 0 being padding).
     """
+    columns = window_columns(category_index, category_codes, event_types, times_ms, index)
+    return {"category": columns["category"], "event_type": columns["event_type"],
+            "steps": step_features(columns["code"], columns["event_type"], columns["time_ms"], spec.gap_scale)}
+
+
+def window_columns(category_index: np.ndarray, category_codes: np.ndarray, event_types: np.ndarray,
+                   times_ms: np.ndarray, index: np.ndarray) -> dict[str, np.ndarray]:
+    """The (B, T) columns the step features are computed from: ``category`` and ``event_type`` (the network's
+    inputs, 0 at padding), ``code`` (-1 at padding) and ``time_ms`` (0 at padding). The streaming predictor
+    hands these to its compiled function, which computes the step features itself (``model/serving.py``)."""
     valid = index >= 0
     safe = np.where(valid, index, 0)
-    category = np.where(valid, category_index[safe], PAD).astype(np.int32)
-    event_type = np.where(valid, event_types[safe].astype(np.int32) + 1, PAD).astype(np.int32)
-    t = np.where(valid, times_ms[safe], 0).astype(np.int64)
+    return {"category": np.where(valid, category_index[safe], PAD).astype(np.int32),
+            "event_type": np.where(valid, event_types[safe].astype(np.int32) + 1, PAD).astype(np.int32),
+            "code": np.where(valid, category_codes[safe], -1),
+            "time_ms": np.where(valid, times_ms[safe], 0).astype(np.int64)}
+
+
+def step_features(codes: np.ndarray, event_type: np.ndarray, t: np.ndarray, gap_scale: float) -> np.ndarray:
+    """(B, T, N_STEP_FEATURES) from the columns of :func:`window_columns`; a step is padding where its
+    ``event_type`` is 0. ``model.serving.step_features`` is the same function in TensorFlow, for serving
+    (``tests/unit/test_features.py`` holds the two equal)."""
+    valid = event_type != PAD
     hour = (t % DAY_MS).astype(np.float32) * np.float32(2 * math.pi / DAY_MS)
     # 1970-01-01 was a Thursday: +3 days puts Monday at 0
     dow = ((t // DAY_MS + 3) % 7).astype(np.float32) * np.float32(2 * math.pi / 7)
     gap_ms = np.zeros_like(t)
     gap_ms[:, 1:] = np.where(valid[:, 1:] & valid[:, :-1], t[:, 1:] - t[:, :-1], 0)
-    scale = np.float32(spec.gap_scale)
+    scale = np.float32(gap_scale)
     gap = np.log1p(np.maximum(gap_ms, 0).astype(np.float32) / 1000.0) / scale
     age = np.log1p(np.maximum(t[:, -1:] - t, 0).astype(np.float32) / 1000.0) / scale
-    codes = np.where(valid, category_codes[safe], -1)
     count, newest_occurrence = _repetitions(codes)
     same_as_newest = codes == codes[:, -1:]
     steps = np.stack([np.sin(hour), np.cos(hour), np.sin(dow), np.cos(dow), gap, age,
                       same_as_newest, np.log1p(count), newest_occurrence], axis=-1).astype(np.float32)
     steps *= valid[..., None]
-    return {"category": category, "event_type": event_type, "steps": steps}
+    return steps
 
 
 def _repetitions(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

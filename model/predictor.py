@@ -24,10 +24,10 @@ from model.artifact import WEIGHTS, read_manifest
 from model.baselines import StoredBaselines
 from model.config import NetworkConfig
 from model.explain import batch_drivers
-from model.features import N_STEP_FEATURES, OOV, CategoryCodes, FeatureSpec, encode_windows, window_index
+from model.features import OOV, CategoryCodes, FeatureSpec, window_columns, window_index
 from model.mix import rank as mixed_rank
 from model.network import build_network
-from model.serving import fused_network
+from model.serving import fused_network, step_features
 from model.tf_quiet import import_tensorflow
 from model.window import Window
 
@@ -68,16 +68,18 @@ def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:
     return tuple(sorted({min(v, cap) for v in values} | {cap}))
 
 
+COLUMNS = ("category", "code", "event_type", "time_ms")  # what the compiled functions take (features.window_columns)
+
+
 def _signature(tf: Any, batch: int, length: int) -> list[Any]:
-    return [tf.TensorSpec((batch, length), tf.int32), tf.TensorSpec((batch, length), tf.int32),
-            tf.TensorSpec((batch, length, N_STEP_FEATURES), tf.float32)]
+    return [tf.TensorSpec((batch, length), tf.int64 if name == "time_ms" else tf.int32) for name in COLUMNS]
 
 
 def _call_with_zeros(function: Any, shape: tuple[int, int]) -> None:
     batch, length = shape
-    zeros = np.zeros((batch, length), dtype=np.int32)
-    zeros[:, -1] = 1
-    function(zeros, zeros, np.zeros((batch, length, N_STEP_FEATURES), dtype=np.float32))
+    ones_last = np.zeros((batch, length), dtype=np.int32)
+    ones_last[:, -1] = 1
+    function(ones_last, ones_last, ones_last, np.zeros((batch, length), dtype=np.int64))
 
 
 class Predictor:
@@ -131,8 +133,11 @@ class Predictor:
         self._code_table = CategoryCodes(self.spec)
         network, k = fused_network(self.network), self.network_k
 
-        def serve(category: Any, event_type: Any, steps: Any) -> tuple[Any, ...]:
-            out = network(category, event_type, steps)
+        gap_scale = self.spec.gap_scale
+
+        def serve(category: Any, code: Any, event_type: Any, time_ms: Any) -> tuple[Any, ...]:
+            # the step features in the graph: no per-window NumPy work before the call
+            out = network(category, event_type, step_features(code, event_type, time_ms, gap_scale))
             gate = out["gate"]
             gen = out["category_gen"] * gate
             # padding and OOV are not categories anyone can be shown
@@ -279,11 +284,10 @@ class Predictor:
         index = window_index(ends, ends - lengths, length)
         code_of = self._codes()
         codes = np.fromiter(map(code_of.__getitem__, flat_cats), dtype=np.int64, count=len(flat_cats))
-        x = encode_windows(code_of.input_index(codes), codes, flat_types, flat_times, index, self.spec)
-        # the shape's spare rows are padding (zeros), added after the features: nothing computed for them
+        x = window_columns(code_of.input_index(codes), codes.astype(np.int32), flat_types, flat_times, index)
+        # the shape's spare rows are padding (event type 0): their outputs are dropped
         idx, scores, oov_copy, event_type, buy, *copy = self._serving[(batch, length)](
-            *(np.concatenate([x[name], np.zeros((batch - b, *x[name].shape[1:]), x[name].dtype)])
-              for name in ("category", "event_type", "steps")))
+            *(np.concatenate([x[name], np.zeros((batch - b, length), x[name].dtype)]) for name in COLUMNS))
         if copies is not None:
             weights = copy[0].numpy()[:b]
             for r in range(b):  # left padding: a window's events are the last lengths[r] steps

@@ -16,9 +16,40 @@ Keras's masked LSTM does. ``tests/unit/test_model.py`` holds the fused outputs t
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
+
+from model.features import DAY_MS, PAD
 from model.tf_quiet import import_tensorflow
+
+
+def step_features(codes: Any, event_type: Any, t: Any, gap_scale: float) -> Any:
+    """``model.features.step_features`` in TensorFlow, for the compiled serving function: (B, T) int columns
+    (codes, event type inputs, int64 event times in ms) -> (B, T, N_STEP_FEATURES) float32.
+
+    The repetition features compare every pair of steps ((B, T, T), 640k comparisons for 256 windows of 50,
+    nothing for XLA) instead of the sort the NumPy version uses."""
+    tf = import_tensorflow()
+    valid = tf.not_equal(event_type, PAD)
+    hour = tf.cast(t % DAY_MS, tf.float32) * np.float32(2 * math.pi / DAY_MS)
+    dow = tf.cast((t // DAY_MS + 3) % 7, tf.float32) * np.float32(2 * math.pi / 7)
+    gap_ms = tf.where(valid[:, 1:] & valid[:, :-1], t[:, 1:] - t[:, :-1], tf.zeros_like(t[:, 1:]))
+    gap_ms = tf.concat([tf.zeros_like(t[:, :1]), gap_ms], axis=1)
+    scale = np.float32(gap_scale)
+    gap = tf.math.log1p(tf.cast(tf.maximum(gap_ms, 0), tf.float32) / 1000.0) / scale
+    age = tf.math.log1p(tf.cast(tf.maximum(t[:, -1:] - t, 0), tf.float32) / 1000.0) / scale
+    same = tf.equal(codes[:, :, None], codes[:, None, :])  # (B, T, T)
+    count = tf.reduce_sum(tf.cast(same, tf.float32), axis=2)
+    steps_after = tf.range(tf.shape(codes)[1])
+    later = steps_after[None, :] > steps_after[:, None]  # (T, T): step j comes after step i
+    newest_occurrence = tf.logical_not(tf.reduce_any(same & later[None], axis=2))
+    same_as_newest = tf.equal(codes, codes[:, -1:])
+    steps = tf.stack([tf.sin(hour), tf.cos(hour), tf.sin(dow), tf.cos(dow), gap, age,
+                      tf.cast(same_as_newest, tf.float32), tf.math.log1p(count),
+                      tf.cast(newest_occurrence, tf.float32)], axis=-1)
+    return steps * tf.cast(valid, tf.float32)[..., None]
 
 
 def fused_network(network: Any) -> Any:

@@ -150,6 +150,29 @@ def test_the_fused_serving_graph_computes_the_keras_network(artifact: Path) -> N
         np.testing.assert_allclose(np.asarray(fused[name]), np.asarray(expected[name]), rtol=1e-4, atol=1e-6)
 
 
+def test_the_serving_graph_computes_the_step_features_of_training() -> None:
+    """The predictor computes the step features in its compiled function (model.serving.step_features); they
+    must be the ones training computes with NumPy (model.features.step_features), padding and repeats included."""
+    from model.features import step_features as numpy_features
+    from model.serving import step_features as graph_features
+    from model.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow()
+    rng = np.random.default_rng(5)
+    batch, length = 64, 12
+    codes = rng.integers(0, 6, (batch, length)).astype(np.int32)  # few codes: many repeats
+    event_type = rng.integers(1, 6, (batch, length)).astype(np.int32)
+    gaps = rng.choice([0, 1, 999, 60_000, 7 * 86_400_000], (batch, length))  # same ms, seconds, days apart
+    times = (1_700_000_000_000 + np.cumsum(gaps, axis=1)).astype(np.int64)
+    for row in range(batch):  # left padding of every width
+        padding = row % length
+        codes[row, :padding], event_type[row, :padding], times[row, :padding] = -1, 0, 0
+    expected = numpy_features(codes, event_type, times, 10.0)
+    compiled = tf.function(lambda c, e, t: graph_features(c, e, t, 10.0), jit_compile=True)
+    np.testing.assert_allclose(compiled(codes, event_type, times).numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert expected[:, :, 6:].any() and (expected[:, :, 7] > np.log1p(1.5)).any()  # repeats were there
+
+
 @pytest.mark.slow
 def test_a_predictor_warmed_on_one_shape_serves_the_same_predictions_at_once(artifact: Path) -> None:
     """The worker warms one shape before it serves and compiles the others beside the predictions."""
