@@ -1,4 +1,6 @@
-"""The one mapping from windows of events to model inputs, used by training and by the streaming predictor.
+"""The one mapping from windows of events to model inputs, used by training and by the streaming predictor
+(which takes :func:`window_columns` and computes the step features in its compiled function with
+``model.serving.step_features``, the TensorFlow twin of :func:`step_features`, held equal by a test).
 
 A window is a user's most recent events, oldest first, left-padded to a fixed length so that the newest event
 is always the last step. Inputs per step: category index (0 = padding, 1 = out of vocabulary), event type
