@@ -1,9 +1,11 @@
 """The agent ``predict_next_intent``: glue between Faust and :class:`streams.batch.BatchProcessor`.
 
 Per micro-batch: hand the messages to the processor, store the changed windows, send dead letters, rekeyed
-clicks and predictions through the app's producer. Nothing is acknowledged unless the whole batch was
-handled (:func:`streams.faust_glue.held`); a failure that no message can be blamed for stops the worker
-process, so that a restart reads the batch again (at least once, never silently lost).
+clicks and predictions through the app's producer. With ``CLICKSTREAM_INFERENCE_PROCESS`` the processor and
+the predictor live in a child process (streams/inference.py) and one batch is in flight there while the
+agent reads the next. Nothing is acknowledged unless the whole batch was handled
+(:func:`streams.faust_glue.hold`); a failure that no message can be blamed for stops the worker process, so
+that a restart reads the batch again (at least once, never silently lost).
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ from core.records import Click, Prediction
 from schemas.codec import RecordCodec
 from streams import metrics
 from streams.app import app, settings
-from streams.batch import BatchProcessor, BatchResult, Message, stale_keys
+from streams.batch import BatchProcessor, BatchResult, Counters, Message, stale_keys
 from streams.derived import derived
-from streams.faust_glue import TableWrite, committed_offsets, held, send_in_batches, write_table
+from streams.faust_glue import TableWrite, committed_offsets, hold, release, send_in_batches, write_table
 from streams.holes import LogReader, with_filled
+from streams.inference import ChildConfig, InferenceProcess
 from streams.runtime import Runtime
 from streams.topics import click_sources, dead_letter_topic, predictions_topic, rekeyed_clicks_topic, user_to_window
 from streams.watchdog import ProgressWatch
@@ -108,6 +111,16 @@ def stop_unacknowledged(exc: BaseException) -> None:
 @app.agent(click_sources)
 async def predict_next_intent(stream: Any) -> None:
     """Predict the next intent after every click, one predictor call per micro-batch."""
+    try:
+        if settings.inference_process:
+            await predict_in_child(stream)
+        else:
+            await predict_in_process(stream)
+    finally:
+        await log_reader.close()
+
+
+async def predict_in_process(stream: Any) -> None:
     loop = asyncio.get_running_loop()
     try:
         predictor = await loop.run_in_executor(runtime.inference, load_predictor)
@@ -124,18 +137,15 @@ async def predict_next_intent(stream: Any) -> None:
     metrics.model_info.labels(predictor.version).set(1)
     next_report = time.monotonic()
     next_expiry = next_report + EXPIRY_INTERVAL_S  # the first sweep a minute after start, as a timer would
-    try:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-            await handle(events, processor)
-            now = time.monotonic()
-            if now >= next_expiry:
-                next_expiry = now + EXPIRY_INTERVAL_S
-                await expire_idle_windows(processor)
-            if now >= next_report:
-                next_report = now + COUNTERS_INTERVAL_S
-                log.info("%s", processor.counters)
-    finally:
-        await log_reader.close()
+    async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+        await handle(events, processor)
+        now = time.monotonic()
+        if now >= next_expiry:
+            next_expiry = now + EXPIRY_INTERVAL_S
+            await expire_idle_windows(processor.stream_time_ms, processor.counters)
+        if now >= next_report:
+            next_report = now + COUNTERS_INTERVAL_S
+            log.info("%s", processor.counters)
 
 
 async def handle(events: list[Any], processor: BatchProcessor) -> None:
@@ -143,34 +153,138 @@ async def handle(events: list[Any], processor: BatchProcessor) -> None:
     before the batch is acknowledged; any failure stops the worker with the batch unacknowledged."""
     switched_from = runtime.switch_to_pending()
     if switched_from is not None:
-        log.info("switched from model %s to %s", switched_from, runtime.predictor.version)
-        freeze_heap(collect=True)
-        metrics.model_info.labels(switched_from).set(0)
-        metrics.model_info.labels(runtime.predictor.version).set(1)
+        switched(switched_from)
+    hold(events)
     try:
-        with held(events):
-            messages = [Message(e.message.key, e.message.value, e.message.topic, e.message.partition,
-                                e.message.offset, e.message.time_in or time.monotonic()) for e in events]
-            started = time.monotonic()
-            messages, origin = await fill_holes(messages)
-            sources = [events[i] for i in origin]  # the Faust event each message's table writes are filed by
-            result = await processor.process(messages, user_to_window.get, runtime.infer)
-            sending = time.monotonic()
-            await write_table(user_to_window, app.producer,
-                              [TableWrite(key, packed, sources[index])
-                               for key, (packed, index) in result.window_writes.items()], stop_unacknowledged)
-            derived_outgoing = await derived.derive(sources, result, processor.window_length,
-                                                  stop_unacknowledged)  # demand, audiences
-            for topic, outgoing in ((dead_letter_topic, result.dead_letters),
-                                    (rekeyed_clicks_topic, result.rekeyed), (predictions_topic, result.predictions),
-                                    *derived_outgoing):
-                if outgoing:
-                    await send_in_batches(app.producer, topic.get_topic_name(), outgoing, stop_unacknowledged)
-            observe(messages, result, started, sending, time.monotonic())
+        started = time.monotonic()
+        messages, sources = await batch_messages(events)
+        result = await processor.process(messages, user_to_window.get, runtime.infer)
+        await deliver(messages, sources, result, processor.window_length, started)
     except asyncio.CancelledError:
         raise  # the worker is stopping: the batch stays unacknowledged and is read again
     except Exception as exc:
         stop_unacknowledged(exc)
+    release(events)
+
+
+def switched(switched_from: str) -> None:
+    log.info("switched from model %s to %s", switched_from, runtime.predictor.version)
+    freeze_heap(collect=True)
+    metrics.model_info.labels(switched_from).set(0)
+    metrics.model_info.labels(runtime.predictor.version).set(1)
+
+
+async def batch_messages(events: list[Any]) -> tuple[list[Message], list[Any]]:
+    """A batch's messages with the records of the offsets it skips, and the Faust event each one stands for
+    (its table writes and derived records are filed by that event's partition)."""
+    messages = [Message(e.message.key, e.message.value, e.message.topic, e.message.partition,
+                        e.message.offset, e.message.time_in or time.monotonic()) for e in events]
+    messages, origin = await fill_holes(messages)
+    return messages, [events[i] for i in origin]
+
+
+async def deliver(messages: list[Message], sources: list[Any], result: BatchResult, window_length: int,
+                  started: float) -> None:
+    """Store a handled batch's windows and hand everything it made to the producer."""
+    sending = time.monotonic()
+    await write_table(user_to_window, app.producer,
+                      [TableWrite(key, packed, sources[index])
+                       for key, (packed, index) in result.window_writes.items()], stop_unacknowledged)
+    derived_outgoing = await derived.derive(sources, result, window_length, stop_unacknowledged)  # demand, audiences
+    for topic, outgoing in ((dead_letter_topic, result.dead_letters),
+                            (rekeyed_clicks_topic, result.rekeyed), (predictions_topic, result.predictions),
+                            *derived_outgoing):
+        if outgoing:
+            await send_in_batches(app.producer, topic.get_topic_name(), outgoing, stop_unacknowledged)
+    observe(messages, result, started, sending, time.monotonic())
+
+
+def child_config() -> ChildConfig:
+    from model.explain import DRIVERS_PER_PREDICTION
+
+    return ChildConfig(settings.model_dir, settings.top_k, settings.inference_threads, settings.predictor_batch_sizes,
+                       settings.predictor_lengths, DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
+                       settings.schema_id_click, settings.schema_id_prediction, settings.codec_options(),
+                       with_made=settings.demand or settings.audience)
+
+
+async def start_child() -> InferenceProcess:
+    child = await InferenceProcess(child_config()).ready()
+    log.info("model %s loaded from %s in the inference process; serving after %.1fs of warm-up, %d of %d shapes "
+             "warmed (compiled)", child.version, settings.model_dir, child.warm_s, child.shapes_total,
+             child.shapes_total)
+    return child
+
+
+async def predict_in_child(stream: Any) -> None:
+    """The agent with the per-click work in a child process (streams/inference.py): while the child handles a
+    batch, the next one is read and handed over; batches are delivered and acknowledged in order."""
+    try:
+        runtime.predictor = await start_child()
+    except Exception as exc:
+        stop_unacknowledged(exc)
+    window_length = runtime.predictor.window_length
+    counters = Counters()  # of the batches delivered
+    stream_time_ms = 0  # the newest event time delivered (idle windows expire against it)
+    arm_loop_watch()
+    freeze_heap()
+    metrics.model_info.labels(runtime.predictor.version).set(1)
+    next_report = time.monotonic()
+    next_expiry = next_report + EXPIRY_INTERVAL_S
+    in_flight: asyncio.Future[BatchResult] | None = None  # the batch before, in the child or being delivered
+
+    async def finish(events: list[Any], messages: list[Message], sources: list[Any], reply: Any, started: float,
+                     window_length: int) -> BatchResult:
+        try:
+            result = await reply
+            await deliver(messages, sources, result, window_length, started)
+        except asyncio.CancelledError:
+            raise  # the worker is stopping: the batch stays unacknowledged and is read again
+        except Exception as exc:  # the child died (EOFError) or a send failed
+            stop_unacknowledged(exc)
+        release(events)
+        counters.clicks += len(messages)
+        counters.predictions += len(result.predictions)
+        counters.dead_letters += len(result.dead_letters)
+        counters.rekeyed += len(result.rekeyed)
+        counters.batches += 1
+        return result
+
+    try:
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+            if runtime.pending is not None:  # a new model's child is warm: switch once the batch in flight is done
+                if in_flight is not None:
+                    await in_flight
+                    in_flight = None
+                old, runtime.predictor, runtime.pending = runtime.predictor, runtime.pending, None
+                old.close()
+                window_length = runtime.predictor.window_length
+                switched(old.version)
+            hold(events)
+            try:
+                started = time.monotonic()
+                messages, sources = await batch_messages(events)
+                get = user_to_window.get
+                stored = {m.key: get(m.key) for m in messages if m.key is not None}
+                reply = runtime.predictor.batch(messages, stored, app.consumer_generation_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                stop_unacknowledged(exc)
+            if in_flight is not None:
+                stream_time_ms = max(stream_time_ms, (await in_flight).newest_event_ms)  # its output goes first
+            in_flight = asyncio.ensure_future(finish(events, messages, sources, reply, started, window_length))
+            now = time.monotonic()
+            if now >= next_expiry:
+                next_expiry = now + EXPIRY_INTERVAL_S
+                await expire_idle_windows(stream_time_ms, counters)
+            if now >= next_report:
+                next_report = now + COUNTERS_INTERVAL_S
+                log.info("%s", counters)
+    finally:
+        if in_flight is not None and not in_flight.done():
+            in_flight.cancel()  # that batch stays unacknowledged and is read again
+        runtime.predictor.close()
 
 
 async def fill_holes(messages: list[Message]) -> tuple[list[Message], list[int]]:
@@ -264,7 +378,8 @@ async def load_new_model() -> None:
             runtime.refused = None
             return
         log.info("model %s found at %s: loading it beside %s", version, settings.model_dir, runtime.predictor.version)
-        runtime.pending = await loop.run_in_executor(None, load_predictor, False)
+        runtime.pending = (await start_child() if settings.inference_process
+                           else await loop.run_in_executor(None, load_predictor, False))
         runtime.refused = None
         log.info("model %s is warm: switching to it at the next batch", runtime.pending.version)
     except ModelError as exc:
@@ -291,11 +406,11 @@ def observe(messages: list[Message], result: BatchResult, started: float, sendin
         metrics.click_to_prediction.observe(sent - m.received_s)
 
 
-async def expire_idle_windows(processor: BatchProcessor) -> None:
+async def expire_idle_windows(stream_time_ms: int, counters: Counters) -> None:
     """Delete the windows of users idle longer than the TTL (in event time, so backfills expire too)."""
-    if not processor.stream_time_ms:
+    if not stream_time_ms:
         return
-    stale = stale_keys(user_to_window.items(), processor.stream_time_ms, settings.window_ttl_s * 1000)
+    stale = stale_keys(user_to_window.items(), stream_time_ms, settings.window_ttl_s * 1000)
     await write_table(user_to_window, app.producer, [TableWrite(key, None, None) for key in stale], stop_unacknowledged)
-    processor.counters.expired += len(stale)
+    counters.expired += len(stale)
     metrics.expired_windows.inc(len(stale))

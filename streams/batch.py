@@ -228,6 +228,22 @@ def predictions_of(clicks: Sequence[Click], batch: BatchPredictionLike, model_ve
 Infer = Callable[[Sequence[Window]], Awaitable[tuple[list[Piece], dict[int, str]]]]
 
 
+@dataclasses.dataclass
+class Prepared:
+    """A batch decoded, checked and windowed (:meth:`BatchProcessor.prepare`), waiting for its predictions.
+    ``sources`` holds the index of each click's message; ``model_version`` is the model the batch was
+    windowed for, the one its predictions name even if the worker switches models before they are made."""
+
+    messages: Sequence[Message]
+    result: BatchResult
+    clicks: list[Click]
+    sources: list[int]
+    snapshots: list[Window]
+    model_version: str
+    started: float
+    windows_done: float
+
+
 class BatchProcessor:
     """Turns micro-batches of consumed messages into what the worker sends and stores; keeps the counters
     and the stream time (the newest event time seen, against which idle windows expire)."""
@@ -242,7 +258,15 @@ class BatchProcessor:
 
     async def process(self, messages: Sequence[Message], load: Callable[[bytes], bytes | None],
                       infer: Infer) -> BatchResult:
-        """Validate, update windows, predict (``infer`` runs :func:`predict_isolating` off the event loop)."""
+        """Validate, update windows, predict (``infer`` runs :func:`predict_isolating` off the event loop): the
+        two halves below, which the worker runs apart so that a batch's inference overlaps the next batch."""
+        prepared = self.prepare(messages, load)
+        pieces, failed = await infer(prepared.snapshots) if prepared.snapshots else ([], {})
+        return self.complete(prepared, pieces, failed)
+
+    def prepare(self, messages: Sequence[Message], load: Callable[[bytes], bytes | None]) -> Prepared:
+        """Decode and check the messages, update the windows: dead letters, rekeys and window writes are
+        final here; the predictions wait for the predictor's answer on ``snapshots`` (:meth:`complete`)."""
         started = time.monotonic()
         now_ms = int(self.clock() * 1000)
         result = BatchResult()
@@ -261,31 +285,38 @@ class BatchProcessor:
                 continue
             clicks.append(click)
             sources.append(i)
+        snapshots: list[Window] = []
         if clicks:
             snapshots, windows = update_windows(clicks, load, self.window_length)
             newest_message = {click.key: i for click, i in zip(clicks, sources)}
             result.window_writes = {key: (w.pack(), newest_message[key]) for key, w in windows.items()}
             result.newest_event_ms = max(w.newest_ms for w in windows.values())
             self.stream_time_ms = max(self.stream_time_ms, result.newest_event_ms)
-            windows_done = time.monotonic()
-            pieces, failed = await infer(snapshots)
-            inferred = time.monotonic()
-            result.window_s, result.inference_s = windows_done - started, inferred - windows_done
-            for row, reason in sorted(failed.items()):
-                result.dead_letters.append(dead_letter(messages[sources[row]], reason))
-            predicted_at_ms = int(self.clock() * 1000)
-            for rows, batch in pieces:
-                timings = [Timing(batch_size=len(clicks),
-                                  batch_wait_ms=(started - messages[sources[r]].received_s) * 1000,
-                                  window_ms=(windows_done - started) * 1000,
-                                  inference_ms=(inferred - windows_done) * 1000) for r in rows]
-                piece_clicks = [clicks[r] for r in rows]
-                for r, click, p in zip(rows, piece_clicks, predictions_of(piece_clicks, batch, self.model_version,
-                                                                          predicted_at_ms, timings)):
-                    result.predictions.append(Outgoing(click.key, self.prediction_codec.encode(p)))
-                    result.made.append((click, p, sources[r]))  # for demand and audiences (streams/derived.py)
+        result.window_s = time.monotonic() - started
         self.counters.dead_letters += len(result.dead_letters)
         self.counters.rekeyed += len(result.rekeyed)
+        return Prepared(messages, result, clicks, sources, snapshots, self.model_version, started,
+                        started + result.window_s)
+
+    def complete(self, prepared: Prepared, pieces: Sequence[Piece], failed: dict[int, str]) -> BatchResult:
+        """The batch's result with its predictions, given what the predictor made of ``prepared.snapshots``
+        (:func:`predict_isolating`'s answer): a prediction per click, a dead letter per window it failed on."""
+        inferred = time.monotonic()
+        result, messages, clicks, sources = prepared.result, prepared.messages, prepared.clicks, prepared.sources
+        result.inference_s = inferred - prepared.windows_done if clicks else 0.0
+        for row, reason in sorted(failed.items()):
+            result.dead_letters.append(dead_letter(messages[sources[row]], reason))
+        self.counters.dead_letters += len(failed)
+        predicted_at_ms = int(self.clock() * 1000)
+        for rows, batch in pieces:
+            timings = [Timing(batch_size=len(clicks),
+                              batch_wait_ms=(prepared.started - messages[sources[r]].received_s) * 1000,
+                              window_ms=result.window_s * 1000, inference_ms=result.inference_s * 1000) for r in rows]
+            piece_clicks = [clicks[r] for r in rows]
+            for r, click, p in zip(rows, piece_clicks, predictions_of(piece_clicks, batch, prepared.model_version,
+                                                                      predicted_at_ms, timings)):
+                result.predictions.append(Outgoing(click.key, self.prediction_codec.encode(p)))
+                result.made.append((click, p, sources[r]))  # for demand and audiences (streams/derived.py)
         self.counters.predictions += len(result.predictions)
         self.counters.batches += 1
         return result

@@ -4,8 +4,8 @@
    of the *current event*, which a micro-batch does not have. :func:`current_event_of` makes it the user's
    own click for the duration of a write, which is what ``Stream`` itself does per event.
 2. Message reference counts (public ``Message.incref``): ``Stream.take_events`` acknowledges a batch's
-   messages when the batch ends, even when handling it failed. :func:`held` takes one more reference per
-   message and gives it back only when the batch was handled, so a failed or cancelled batch is never
+   messages when the batch ends, even when handling it failed. :func:`hold` takes one more reference per
+   message and :func:`release` gives it back only when the batch was handled, so a failed or cancelled batch is never
    acknowledged: its offsets are not committed and a restarted worker reads it again.
 3. The app producer's aiokafka producer (``Producer._ensure_producer``, private): :func:`send_in_batches`
    builds one record batch per partition with aiokafka's compiled batch builder instead of one Faust send
@@ -52,12 +52,14 @@ def committed_offsets(consumer: Any, tps: Iterable[TP]) -> dict[tuple[str, int],
     return {(tp.topic, tp.partition): known.get(tp) for tp in tps}
 
 
-@contextlib.contextmanager
-def held(events: Sequence[Any]) -> Iterator[None]:
-    """Keep the events' messages unacknowledged unless the block completes."""
+def hold(events: Sequence[Any]) -> None:
+    """Keep the events' messages unacknowledged, whatever ``take_events`` does, until :func:`release`."""
     for event in events:
         event.message.incref()
-    yield  # an exception (or cancellation) leaves the extra reference in place: no acknowledgement
+
+
+def release(events: Sequence[Any]) -> None:
+    """Give back what :func:`hold` took: messages nothing else holds are acknowledged."""
     for event in events:
         event.message.decref()
 

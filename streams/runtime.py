@@ -12,11 +12,12 @@ from typing import Any
 
 from model.window import Window
 from streams.batch import BatchProcessor, predict_isolating
+from streams.inference import InferenceProcess
 
 
 @dataclasses.dataclass
 class Runtime:
-    predictor: Any = None  # model.predictor.Predictor, once loaded and warm
+    predictor: Any = None  # model.predictor.Predictor, or the InferenceProcess holding it, once loaded and warm
     processor: BatchProcessor | None = None
     pending: Any = None  # a new model, loaded and warm, that the agent switches to before its next batch
     refused: str | None = None  # why the newest artifact at the model folder was refused (logged once)
@@ -45,5 +46,7 @@ class Runtime:
         return await loop.run_in_executor(self.inference, predict_isolating, self.predictor.predict, windows)
 
     async def predict_one(self, window: Window) -> Any:
+        if isinstance(self.predictor, InferenceProcess):
+            return await self.predictor.predict_one(window)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.inference, self.predictor.predict, [window])

@@ -30,7 +30,14 @@ CLICK = RecordCodec(Click)
 pytestmark = pytest.mark.slow
 
 
-def test_clean_run_one_prediction_per_click(settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+# the per-click work in the worker's process, or in a child process beside it (CLICKSTREAM_INFERENCE_PROCESS)
+BOTH_MODES = pytest.mark.parametrize("inference_process", [False, True], ids=["in-process", "child-process"])
+
+
+@BOTH_MODES
+def test_clean_run_one_prediction_per_click(settings: Settings, worker_model: Path, tmp_path: Path,
+                                            inference_process: bool) -> None:
+    settings = dataclasses.replace(settings, inference_process=inference_process)
     clicks = sample_clicks(10_000, f"clean-{settings.app_id}")
     worker = worker_for(settings, worker_model, tmp_path / "state")
     try:
@@ -64,7 +71,12 @@ def test_clean_run_one_prediction_per_click(settings: Settings, worker_model: Pa
     assert topic_size(settings, f"{settings.app_id}-clicks-rekeyed") == 1_000
 
 
-def test_kill_9_and_restart_loses_nothing(settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+@BOTH_MODES
+def test_kill_9_and_restart_loses_nothing(settings: Settings, worker_model: Path, tmp_path: Path,
+                                          inference_process: bool) -> None:
+    """Every click predicted, and the windows in the changelog exactly those of all clicks (with the child
+    process: its own newest windows used while their table writes are on the way, none applied twice)."""
+    settings = dataclasses.replace(settings, inference_process=inference_process)
     clicks = sample_clicks(10_000, f"crash-{settings.app_id}")
     worker = worker_for(settings, worker_model, tmp_path / "state", "first")
     restarted = worker_for(settings, worker_model, tmp_path / "state", "second")

@@ -1,0 +1,148 @@
+"""The per-click work of the worker in a child process (``CLICKSTREAM_INFERENCE_PROCESS``).
+
+The event loop's thread sets the worker's rate: everything Python does per click in its process shares one
+core, however many the machine has. With this setting the worker's process keeps what needs Faust (reading
+stored windows, the holes, table writes, derived records, sends and acknowledgements) and a child process
+holding the predictor and a :class:`~streams.batch.BatchProcessor` does the rest: decoding and checks, window
+updates, the predictor call and encoding the predictions. While the child works on one batch the event loop
+reads the next.
+
+One pipe carries requests and replies in order, each request exactly one reply. A batch's request holds its
+messages and the stored windows of their keys; the child prefers the windows it wrote itself in its last two
+batches (their table writes may still be on the way), and forgets them when the consumer group's generation
+changes (a rebalance may have moved users). A child that dies ends the worker through the failed batch.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import gc
+import logging
+import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from streams.batch import Message
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildConfig:
+    """What the child needs to build its predictor and processor (picklable)."""
+
+    model_dir: str
+    top_k: int
+    threads: int
+    batch_sizes: tuple[int, ...]
+    lengths: tuple[int, ...]
+    drivers: int
+    click_schema_id: int | None
+    prediction_schema_id: int | None
+    codec_options: dict[str, Any]
+    with_made: bool  # return each prediction's click and Prediction (demand and audiences need them)
+
+
+def child_main(conn: Any, config: ChildConfig) -> None:
+    """The child: load and warm the model, then answer requests until the pipe closes."""
+    from core.records import Click, Prediction
+    from model.predictor import Predictor
+    from schemas.codec import RecordCodec
+    from streams.batch import BatchProcessor, predict_isolating
+
+    try:
+        predictor = Predictor(config.model_dir, top_k=config.top_k, threads=config.threads,
+                              batch_sizes=config.batch_sizes, lengths=config.lengths, drivers=config.drivers)
+        processor = BatchProcessor(
+            click_codec=RecordCodec(Click, config.click_schema_id, **config.codec_options),
+            prediction_codec=RecordCodec(Prediction, config.prediction_schema_id, **config.codec_options),
+            window_length=predictor.window_length, model_version=predictor.version)
+    except Exception as exc:
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    gc.freeze()  # TensorFlow's objects out of the collector's sight, as in the worker (streams/agents.py)
+    conn.send(("ready", predictor.version, predictor.window_length, predictor.warm_s, predictor.shapes_total))
+    recent: list[dict[bytes, bytes]] = [{}, {}]  # windows written by the last two batches, newest first
+    generation = None
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):  # the worker is gone
+            return
+        kind = request[0]
+        if kind == "batch":
+            _, raw, stored, group_generation = request
+            if group_generation != generation:
+                recent, generation = [{}, {}], group_generation
+            prepared = processor.prepare([Message(*m) for m in raw], functools.partial(_newest, recent, stored))
+            pieces, failed = (predict_isolating(predictor.predict, prepared.snapshots) if prepared.snapshots
+                              else ([], {}))
+            result = processor.complete(prepared, pieces, failed)
+            recent = [{key: packed for key, (packed, _) in result.window_writes.items()}, recent[0]]
+            if not config.with_made:
+                result.made = []
+            conn.send(result)
+        elif kind == "predict":
+            conn.send(predictor.predict([request[1]]))
+
+
+def _newest(recent: list[dict[bytes, bytes]], stored: dict[bytes, bytes | None], key: bytes) -> bytes | None:
+    """A user's window: the child's own newest write of it, else the stored one the worker read."""
+    for cache in recent:
+        if key in cache:
+            return cache[key]
+    return stored.get(key)
+
+
+class InferenceProcess:
+    """The worker's handle on its child: start it, hand it batches, close it. ``version`` and
+    ``window_length`` are the child's model's, as a :class:`model.predictor.Predictor` has them."""
+
+    def __init__(self, config: ChildConfig) -> None:
+        self.config = config
+        context = multiprocessing.get_context("spawn")  # no copy of the worker's threads and event loop
+        self._conn, child_end = context.Pipe()
+        self.process = context.Process(target=child_main, args=(child_end, config), daemon=True,
+                                       name="clickstream-inference")
+        self.process.start()
+        child_end.close()
+        # requests go out and replies come in on threads of their own, in order: the event loop never blocks
+        # on the pipe, and each reply resolves the future of its request
+        self._send = ThreadPoolExecutor(1, thread_name_prefix="inference-send")
+        self._receive = ThreadPoolExecutor(1, thread_name_prefix="inference-receive")
+        self.version = ""
+        self.window_length = 0
+        self.warm_s = 0.0
+        self.shapes_total = 0
+
+    async def ready(self) -> InferenceProcess:
+        """Wait until the child has loaded and warmed its model; raise if it could not."""
+        reply = await self._request(None)
+        if reply[0] != "ready":
+            self.close()
+            raise RuntimeError(f"the inference process could not load the model at {self.config.model_dir}: "
+                               f"{reply[1]}")
+        _, self.version, self.window_length, self.warm_s, self.shapes_total = reply
+        return self
+
+    def _request(self, request: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        if request is not None:
+            loop.run_in_executor(self._send, self._conn.send, request)
+        return loop.run_in_executor(self._receive, self._conn.recv)
+
+    def batch(self, messages: list[Message], stored: dict[bytes, bytes | None], generation: int) -> asyncio.Future[Any]:
+        """Start one batch; the future gives its :class:`~streams.batch.BatchResult` (EOFError: the child died)."""
+        raw = [(m.key, m.value, m.topic, m.partition, m.offset, m.received_s) for m in messages]
+        return self._request(("batch", raw, stored, generation))
+
+    async def predict_one(self, window: Any) -> Any:
+        """One window's prediction (the web view of a user's intent), in turn with the batches."""
+        return await self._request(("predict", window))
+
+    def close(self) -> None:
+        """Close the pipe: the child's next read ends it (never waited for here: the event loop goes on)."""
+        self._conn.close()
+        self._send.shutdown(wait=False)
+        self._receive.shutdown(wait=False)
