@@ -23,6 +23,39 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its living descendants (a worker's inference process, for one)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(current := todo.pop())
+        todo += children.get(current, [])
+    return tree
+
+
+def tree_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far of each of ``pids`` that still runs."""
+    seconds = {}
+    for p in pids:
+        try:
+            seconds[p] = cpu_seconds(p)
+        except OSError:
+            pass
+    return seconds
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
 def local_broker_pid() -> int | None:
     """The pid of the Kafka broker running on this machine (``make kafka-up``), None when there is none."""
     for entry in Path("/proc").iterdir():

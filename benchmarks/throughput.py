@@ -20,8 +20,11 @@ from benchmarks.common import (
     cpu_seconds,
     local_broker_pid,
     model_dir,
+    peak_rss_mb,
+    process_tree,
     run_settings,
     table,
+    tree_cpu_seconds,
     write_results,
 )
 from benchmarks.worker_process import WorkerProcess, worker_env
@@ -73,18 +76,20 @@ def run_worker(s: Settings, model: Path, count: int, app: str, name: str, timeou
     worker = WorkerProcess(env, state / f"{name}.log", app=app).start()
     broker = local_broker_pid()
     try:
-        cpu_before = cpu_seconds(worker.pid), cpu_seconds(broker) if broker else 0.0
+        processes = process_tree(worker.pid)  # the worker and its inference process, if it has one
+        cpu_before = tree_cpu_seconds(processes), cpu_seconds(broker) if broker else 0.0
         seconds = wait_for_output(s, s.predictions_topic, count, timeout_s)
-        worker_cpu = cpu_seconds(worker.pid) - cpu_before[0]
+        cpu_after = tree_cpu_seconds(processes)
+        worker_cpu = sum(cpu_after[p] - cpu_before[0][p] for p in cpu_after if p in cpu_before[0])
         broker_cpu = cpu_seconds(broker) - cpu_before[1] if broker else None
-        with open(f"/proc/{worker.pid}/status") as f:
-            peak_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+        rss = [peak_rss_mb(p) for p in processes]
     finally:
         worker.stop()
     disk = sum(p.stat().st_size for p in (state / "data").rglob("*") if p.is_file())
-    # CPU per click over the timed part (the broker's: None when it does not run on this machine)
-    return {"seconds": seconds, "rate": count / seconds, "peak_rss_mb": peak_kb / 1024, "state_bytes": disk,
-            "worker_cpu_us_per_click": worker_cpu / count * 1e6,
+    # CPU per click over the timed part (the broker's: None when it does not run on this machine); the peak RSS
+    # is the sum of the worker's processes' peaks
+    return {"seconds": seconds, "rate": count / seconds, "peak_rss_mb": sum(rss), "peak_rss_mb_per_process": rss,
+            "state_bytes": disk, "worker_cpu_us_per_click": worker_cpu / count * 1e6,
             "broker_cpu_us_per_click": broker_cpu / count * 1e6 if broker_cpu is not None else None}
 
 
@@ -199,9 +204,10 @@ def main(argv: list[str] | None = None, name: str = "throughput") -> None:
     for label, r in runs:
         broker = (f", the broker {r['broker_cpu_us_per_click']:,.0f} µs" if r["broker_cpu_us_per_click"] is not None
                   else " (the broker runs elsewhere: not measured)")
-        print(f"CPU per click, {label}: its process {r['worker_cpu_us_per_click']:,.0f} µs{broker} "
+        print(f"CPU per click, {label}: its processes {r['worker_cpu_us_per_click']:,.0f} µs{broker} "
               f"({r['worker_cpu_us_per_click'] * r['rate'] / 1e6:.2f} cores at {r['rate']:,.0f} clicks/s)")
-    print(f"worker peak RSS {ours['peak_rss_mb']:.0f} MB; RocksDB state {ours['state_bytes'] / 2**20:.1f} MB "
+    per_process = " + ".join(f"{m:.0f}" for m in ours["peak_rss_mb_per_process"])
+    print(f"worker peak RSS {ours['peak_rss_mb']:.0f} MB ({per_process}); RocksDB state {ours['state_bytes'] / 2**20:.1f} MB "
           f"= {result['state_bytes_per_user']:.0f} bytes per user ({users:,} users)")
     write_results(name, result)
     bar_chart(RESULTS / f"{name}.png", f"one worker, {len(clicks):,} clicks (clicks/s)",

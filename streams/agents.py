@@ -199,19 +199,19 @@ async def deliver(messages: list[Message], sources: list[Any], result: BatchResu
     observe(messages, result, started, sending, time.monotonic())
 
 
-def child_config() -> ChildConfig:
+async def start_child(first: bool = True) -> InferenceProcess:
+    """The inference process of the model at the model folder, loaded and warm (at start as
+    ``CLICKSTREAM_PREDICTOR_WARM`` says; a model rolled out later is compiled whole before it serves)."""
     from model.explain import DRIVERS_PER_PREDICTION
 
-    return ChildConfig(settings.model_dir, settings.top_k, settings.inference_threads, settings.predictor_batch_sizes,
-                       settings.predictor_lengths, DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
-                       settings.schema_id_click, settings.schema_id_prediction, settings.codec_options(),
-                       with_made=settings.demand or settings.audience)
-
-
-async def start_child() -> InferenceProcess:
-    child = await InferenceProcess(child_config()).ready()
+    config = ChildConfig(settings.model_dir, settings.top_k, settings.inference_threads, settings.predictor_batch_sizes,
+                         settings.predictor_lengths, DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
+                         settings.schema_id_click, settings.schema_id_prediction, settings.codec_options(),
+                         with_made=settings.demand or settings.audience,
+                         warm=settings.predictor_warm if first else "all")
+    child = await InferenceProcess(config).ready()
     log.info("model %s loaded from %s in the inference process; serving after %.1fs of warm-up, %d of %d shapes "
-             "warmed (compiled)", child.version, settings.model_dir, child.warm_s, child.shapes_total,
+             "warmed (compiled)", child.version, settings.model_dir, child.warm_s, child.shapes_warm,
              child.shapes_total)
     return child
 
@@ -378,7 +378,7 @@ async def load_new_model() -> None:
             runtime.refused = None
             return
         log.info("model %s found at %s: loading it beside %s", version, settings.model_dir, runtime.predictor.version)
-        runtime.pending = (await start_child() if settings.inference_process
+        runtime.pending = (await start_child(first=False) if settings.inference_process
                            else await loop.run_in_executor(None, load_predictor, False))
         runtime.refused = None
         log.info("model %s is warm: switching to it at the next batch", runtime.pending.version)

@@ -42,6 +42,9 @@ class ChildConfig:
     prediction_schema_id: int | None
     codec_options: dict[str, Any]
     with_made: bool  # return each prediction's click and Prediction (demand and audiences need them)
+    # "first": serve once one shape is traced, compile the others one after a batch each (as the worker does in
+    # its own process); "all": every shape compiled before the child is ready (a model rolled out later)
+    warm: str = "all"
 
 
 def child_main(conn: Any, config: ChildConfig) -> None:
@@ -53,7 +56,8 @@ def child_main(conn: Any, config: ChildConfig) -> None:
 
     try:
         predictor = Predictor(config.model_dir, top_k=config.top_k, threads=config.threads,
-                              batch_sizes=config.batch_sizes, lengths=config.lengths, drivers=config.drivers)
+                              batch_sizes=config.batch_sizes, lengths=config.lengths, drivers=config.drivers,
+                              warm="first" if config.warm == "first" else True)
         processor = BatchProcessor(
             click_codec=RecordCodec(Click, config.click_schema_id, **config.codec_options),
             prediction_codec=RecordCodec(Prediction, config.prediction_schema_id, **config.codec_options),
@@ -62,7 +66,9 @@ def child_main(conn: Any, config: ChildConfig) -> None:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
     gc.freeze()  # TensorFlow's objects out of the collector's sight, as in the worker (streams/agents.py)
-    conn.send(("ready", predictor.version, predictor.window_length, predictor.warm_s, predictor.shapes_total))
+    conn.send(("ready", predictor.version, predictor.window_length, predictor.warm_s, predictor.shapes_warm,
+               predictor.shapes_total))
+    to_compile = predictor.shapes_to_compile()
     recent: list[dict[bytes, bytes]] = [{}, {}]  # windows written by the last two batches, newest first
     generation = None
     while True:
@@ -85,7 +91,15 @@ def child_main(conn: Any, config: ChildConfig) -> None:
             conn.send(result)
         elif kind == "predict":
             conn.send(predictor.predict([request[1]]))
-
+        if to_compile:  # one shape after each answer: a request waits behind at most one (~4 s here)
+            shape = to_compile.pop(0)
+            try:
+                predictor.warm([shape])
+            except Exception as exc:  # the shape stays unused: batches keep running on the shapes that are ready
+                log.error("model %s: compiling shape %s failed: %s: %s", predictor.version, shape,
+                          type(exc).__name__, exc)
+            if not to_compile:
+                gc.freeze()
 
 def _newest(recent: list[dict[bytes, bytes]], stored: dict[bytes, bytes | None], key: bytes) -> bytes | None:
     """A user's window: the child's own newest write of it, else the stored one the worker read."""
@@ -114,7 +128,7 @@ class InferenceProcess:
         self.version = ""
         self.window_length = 0
         self.warm_s = 0.0
-        self.shapes_total = 0
+        self.shapes_warm = self.shapes_total = 0
 
     async def ready(self) -> InferenceProcess:
         """Wait until the child has loaded and warmed its model; raise if it could not."""
@@ -123,7 +137,7 @@ class InferenceProcess:
             self.close()
             raise RuntimeError(f"the inference process could not load the model at {self.config.model_dir}: "
                                f"{reply[1]}")
-        _, self.version, self.window_length, self.warm_s, self.shapes_total = reply
+        _, self.version, self.window_length, self.warm_s, self.shapes_warm, self.shapes_total = reply
         return self
 
     def _request(self, request: Any) -> asyncio.Future[Any]:
