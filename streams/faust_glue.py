@@ -5,7 +5,8 @@
    own click for the duration of a write, which is what ``Stream`` itself does per event.
 2. Message reference counts (public ``Message.incref``): ``Stream.take_events`` acknowledges a batch's
    messages when the batch ends, even when handling it failed. :func:`hold` takes one more reference per
-   message and :func:`release` gives it back only when the batch was handled, so a failed or cancelled batch is never
+   message and :func:`release` acknowledges it (``Event.ack``) only when the batch was handled, before or after
+   the stream's own acknowledgement, so a failed or cancelled batch is never
    acknowledged: its offsets are not committed and a restarted worker reads it again.
 3. The app producer's aiokafka producer (``Producer._ensure_producer``, private): :func:`send_in_batches`
    builds one record batch per partition with aiokafka's compiled batch builder instead of one Faust send
@@ -59,9 +60,11 @@ def hold(events: Sequence[Any]) -> None:
 
 
 def release(events: Sequence[Any]) -> None:
-    """Give back what :func:`hold` took: messages nothing else holds are acknowledged."""
+    """Give back what :func:`hold` took, as an acknowledgement: a message whose stream acknowledged it already
+    (``take_events`` does when the agent asks for the next batch) is acknowledged to the consumer here, for a
+    plain decrement would leave it unacknowledged for good."""
     for event in events:
-        event.message.decref()
+        event.ack()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ from tests.integration.conftest import read_all, sample_clicks
 from tests.integration.worker import (
     as_tuple,
     changelog_windows,
+    clicks_offsets,
     expected_windows,
     predictions_by_event,
     predictions_or_takeover,
@@ -47,8 +48,14 @@ def test_clean_run_one_prediction_per_click(settings: Settings, worker_model: Pa
         found = predictions_by_event(settings, (c.event_id for c in clicks))
         time.sleep(3)  # anything duplicated would arrive by now
         found = predictions_by_event(settings, (c.event_id for c in clicks), timeout_s=60)
+        deadline = time.monotonic() + 30  # commits every second: every handled click acknowledged by then
+        while any((behind := {p: end - (done or 0) for p, (done, end) in clicks_offsets(settings).items()}).values()):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
     finally:
         worker.stop(signal.SIGTERM)
+    assert not any(behind.values()), f"committed offsets behind the end of the clicks topic: {behind}"
     assert all(len(p) == 1 for p in found.values()), "a clean run predicts every click exactly once"
     assert len(found) == 10_000
     vocabulary = set(json.loads((worker_model / "manifest.json").read_text())["features"]["categories"])

@@ -16,6 +16,9 @@ class Event:
     def __init__(self, message: FaustMessage) -> None:
         self.message = message
 
+    def ack(self) -> bool:  # what faust.Event.ack does, with the app's consumer
+        return self.message.ack(Consumer())
+
 
 class Consumer:
     acked: list[int] = []
@@ -44,6 +47,18 @@ def test_held_messages_are_acknowledged_only_once_released() -> None:
     # take_events then acks every event of the batch: only the completed one reaches a final ack
     assert done.message.ack(Consumer()) is True and done.message.acked
     assert failed.message.ack(Consumer()) is False and not failed.message.acked
+
+
+def test_a_batch_released_after_the_stream_acknowledged_it_is_acknowledged() -> None:
+    """With the inference process a batch is delivered after the agent asked for the next one, so after
+    take_events's own acknowledgement: the release must then be the final acknowledgement."""
+    event = Event(faust_message(1))
+    event.message.incref()  # the stream's reference
+    hold([event])
+    assert event.message.ack(Consumer()) is False  # take_events, when the agent asks for the next batch
+    assert not event.message.acked
+    release([event])
+    assert event.message.acked and event.message.refcount == 0
 
 
 class Batch:
