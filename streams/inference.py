@@ -23,6 +23,7 @@ import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from core.errors import ModelError
 from streams.batch import Message
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ def child_main(conn: Any, config: ChildConfig) -> None:
             click_codec=RecordCodec(Click, config.click_schema_id, **config.codec_options),
             prediction_codec=RecordCodec(Prediction, config.prediction_schema_id, **config.codec_options),
             window_length=predictor.window_length, model_version=predictor.version)
+    except ModelError as exc:  # a broken artifact: refused, the serving model kept (streams/agents.py)
+        conn.send(("refused", str(exc)))
+        return
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -135,6 +139,8 @@ class InferenceProcess:
         reply = await self._request(None)
         if reply[0] != "ready":
             self.close()
+            if reply[0] == "refused":
+                raise ModelError(reply[1])
             raise RuntimeError(f"the inference process could not load the model at {self.config.model_dir}: "
                                f"{reply[1]}")
         _, self.version, self.window_length, self.warm_s, self.shapes_warm, self.shapes_total = reply

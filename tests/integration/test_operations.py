@@ -53,10 +53,15 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
+# the per-click work in the worker's process, or in a child process beside it (CLICKSTREAM_INFERENCE_PROCESS)
+BOTH_MODES = pytest.mark.parametrize("inference_process", [False, True], ids=["in-process", "child-process"])
+
+
+@BOTH_MODES
 def test_metrics_health_and_the_per_user_query_across_two_workers(
-        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+        settings: Settings, worker_model: Path, tmp_path: Path, inference_process: bool) -> None:
     clicks = sample_clicks(3_000, f"ops-{settings.app_id}")
-    s = dataclasses.replace(settings, **TEST_SHAPES)
+    s = dataclasses.replace(settings, **TEST_SHAPES, inference_process=inference_process)
     ports = [free_port(), free_port()]
     workers = [WorkerProcess(worker_env(s, worker_model, tmp_path / name / "state"), tmp_path / name / "worker.log",
                              web_port=port) for name, port in zip(("a", "b"), ports)]
@@ -96,8 +101,9 @@ def test_metrics_health_and_the_per_user_query_across_two_workers(
             w.stop(signal.SIGTERM)
 
 
+@BOTH_MODES
 def test_a_new_model_is_rolled_out_without_a_restart_and_a_broken_one_refused(
-        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+        settings: Settings, worker_model: Path, tmp_path: Path, inference_process: bool) -> None:
     first = json.loads((worker_model / "manifest.json").read_text())["version"]
     second_dir = train_small_model(tmp_path / "second", seed=4, clicks=10_000)
     second = json.loads((second_dir / "manifest.json").read_text())["version"]
@@ -107,7 +113,7 @@ def test_a_new_model_is_rolled_out_without_a_restart_and_a_broken_one_refused(
     current = tmp_path / "current"
     current.symlink_to(worker_model)
     clicks = sample_clicks(3_000, f"roll-{settings.app_id}")
-    s = dataclasses.replace(settings, **TEST_SHAPES, model_poll_s=1)
+    s = dataclasses.replace(settings, **TEST_SHAPES, model_poll_s=1, inference_process=inference_process)
     worker = WorkerProcess(worker_env(s, current, tmp_path / "w" / "state"), tmp_path / "w" / "worker.log")
 
     def repoint(target: Path) -> None:  # what an operator does: swap a symlink atomically
