@@ -264,8 +264,8 @@ async def predict_in_child(stream: Any) -> None:
             try:
                 started = time.monotonic()
                 messages, sources = await batch_messages(events)
-                get = user_to_window.get
-                stored = {m.key: get(m.key) for m in messages if m.key is not None}
+                get = user_to_window.get  # each user's stored window read once, as update_windows does
+                stored = {key: get(key) for key in {m.key for m in messages} if key is not None}
                 reply = runtime.predictor.batch(messages, stored, app.consumer_generation_id)
             except asyncio.CancelledError:
                 raise
