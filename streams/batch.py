@@ -259,7 +259,7 @@ class BatchProcessor:
     async def process(self, messages: Sequence[Message], load: Callable[[bytes], bytes | None],
                       infer: Infer) -> BatchResult:
         """Validate, update windows, predict (``infer`` runs :func:`predict_isolating` off the event loop): the
-        two halves below, which the worker runs apart so that a batch's inference overlaps the next batch."""
+        two halves below, which the inference process (streams/inference.py) calls around its own predictor."""
         prepared = self.prepare(messages, load)
         pieces, failed = await infer(prepared.snapshots) if prepared.snapshots else ([], {})
         return self.complete(prepared, pieces, failed)
