@@ -190,7 +190,8 @@ async def deliver(messages: list[Message], sources: list[Any], result: BatchResu
     await write_table(user_to_window, app.producer,
                       [TableWrite(key, packed, sources[index])
                        for key, (packed, index) in result.window_writes.items()], stop_unacknowledged)
-    derived_outgoing = await derived.derive(sources, result, window_length, stop_unacknowledged)  # demand, audiences
+    derivation = result.derived if result.derived is not None else derived.derive_here(messages, result, window_length)
+    derived_outgoing = await derived.publish(sources, derivation, stop_unacknowledged)  # demand, audiences
     for topic, outgoing in ((dead_letter_topic, result.dead_letters),
                             (rekeyed_clicks_topic, result.rekeyed), (predictions_topic, result.predictions),
                             *derived_outgoing):
@@ -207,7 +208,7 @@ async def start_child(first: bool = True) -> InferenceProcess:
     config = ChildConfig(settings.model_dir, settings.top_k, settings.inference_threads, settings.predictor_batch_sizes,
                          settings.predictor_lengths, DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
                          settings.schema_id_click, settings.schema_id_prediction, settings.codec_options(),
-                         with_made=settings.demand or settings.audience,
+                         derived.config,
                          warm=settings.predictor_warm if first else "all")
     child = await InferenceProcess(config).ready()
     log.info("model %s loaded from %s in the inference process; serving after %.1fs of warm-up, %d of %d shapes "
@@ -252,11 +253,17 @@ async def predict_in_child(stream: Any) -> None:
 
     try:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-            if runtime.pending is not None:  # a new model's child is warm: switch once the batch in flight is done
-                if in_flight is not None:
-                    await in_flight
-                    in_flight = None
+            if (runtime.pending is not None or derived.assigned is not None) and in_flight is not None:
+                # a new model's child is warm, or a new assignment's audience states are to be read from the
+                # table: once the batch in flight has been delivered (its states written)
+                stream_time_ms = max(stream_time_ms, (await in_flight).newest_event_ms)
+                in_flight = None
+            if runtime.pending is not None:
                 old, runtime.predictor, runtime.pending = runtime.predictor, runtime.pending, None
+                try:
+                    await runtime.predictor.take_over_from(old)
+                except Exception as exc:
+                    stop_unacknowledged(exc)
                 old.close()
                 window_length = runtime.predictor.window_length
                 switched(old.version)
@@ -266,7 +273,8 @@ async def predict_in_child(stream: Any) -> None:
                 messages, sources = await batch_messages(events)
                 get = user_to_window.get  # each user's stored window read once, as update_windows does
                 stored = {key: get(key) for key in {m.key for m in messages} if key is not None}
-                reply = runtime.predictor.batch(messages, stored, app.consumer_generation_id)
+                reply = runtime.predictor.batch(messages, stored, app.consumer_generation_id,
+                                                derived.take_reassignment())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -67,6 +67,7 @@ class BatchResult:
     rekeyed: list[Outgoing] = dataclasses.field(default_factory=list)
     window_writes: dict[bytes, tuple[bytes, int]] = dataclasses.field(default_factory=dict)
     made: list[tuple[Click, Prediction, int]] = dataclasses.field(default_factory=list)  # and message index
+    derived: Any = None  # streams.deriving.Derivation, when made where the batch was handled (the inference process)
     newest_event_ms: int = 0
     window_s: float = 0.0  # decode, validate, window updates
     inference_s: float = 0.0

@@ -1,9 +1,11 @@
 """What the worker derives from each micro-batch's predictions: category demand and marketing audiences.
 
-Glue between the agent (``streams/agents.py``) and the pure logic of ``streams/demand.py`` and
-``streams/audience.py``. :meth:`Derived.derive` runs inside the agent's handled batch: the audience states it
-writes and the messages it returns go out with the batch's predictions, before the batch is acknowledged.
-Nothing here reads the predictions topic again: Faust's per-message cost would eat the budget.
+Glue between the agent (``streams/agents.py``) and :class:`streams.deriving.Deriving`, which holds the pure
+logic of ``streams/demand.py`` and ``streams/audience.py`` and runs where the batch is handled: here, or in the
+inference process, which hands back the batch's :class:`~streams.deriving.Derivation`. :meth:`Derived.publish`
+runs inside the agent's handled batch: the audience states it writes and the messages it returns go out with
+the batch's predictions, before the batch is acknowledged. Nothing here reads the predictions topic again:
+Faust's per-message cost would eat the budget.
 """
 from __future__ import annotations
 
@@ -12,16 +14,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from core.derived_records import AudienceEntry, CategoryDemand
-from core.errors import DecodeError
-from schemas.codec import RecordCodec
 from streams import metrics
 from streams.app import app, settings
-from streams.audience import AudienceGate, AudienceState
-from streams.batch import BatchResult, Outgoing
-from streams.demand import DemandAggregator
+from streams.batch import BatchResult, Message, Outgoing
+from streams.deriving import Derivation, Deriving, DerivingConfig, Reassignment
 from streams.faust_glue import TableWrite, write_table
-from streams.window import UserWindow
 
 log = logging.getLogger(__name__)
 
@@ -40,84 +37,64 @@ user_to_audience = app.Table(
 
 
 class Derived:
-    """The worker's demand aggregator and audience gate, and what they send per batch."""
+    """The worker's demand and audiences: the settings, the new assignments, and what each batch sends."""
 
     def __init__(self) -> None:
-        self.demand = (DemandAggregator(settings.demand_windows_s, settings.demand_grace_s, settings.partitions)
-                       if settings.demand else None)
-        self.gate = (AudienceGate(settings.audience_threshold, settings.audience_rearm_threshold,
-                                  settings.audience_session_gap_s * 1000) if settings.audience else None)
-        self.demand_codec = RecordCodec(CategoryDemand, **settings.codec_options())
-        self.audience_codec = RecordCodec(AudienceEntry, **settings.codec_options())
+        self.config = DerivingConfig(settings.demand, tuple(settings.demand_windows_s), settings.demand_grace_s,
+                                     settings.partitions, settings.audience, settings.audience_threshold,
+                                     settings.audience_rearm_threshold, settings.audience_session_gap_s * 1000,
+                                     settings.codec_options())
+        self.here = Deriving(self.config)  # used when the batches are handled in this process
         self.assigned: set[int] | None = None  # partitions of the newest assignment, until the next batch
         self.next_report = time.monotonic() + COUNTERS_INTERVAL_S
 
     def on_assigned(self, partitions: set[int]) -> None:
         self.assigned = partitions
 
-    async def derive(self, events: Sequence[Any], result: BatchResult, window_length: int,
-                     on_failure: Callable[[BaseException], None]) -> list[tuple[Any, list[Outgoing]]]:
-        """Feed a handled batch's predictions to demand and audiences; store changed audience states; return
-        the messages to send, by topic. ``events`` are the batch's Faust events (indexed like its messages)."""
+    def take_reassignment(self) -> Reassignment | None:
+        """The newest assignment not yet applied, with its users' stored audience states (read from the
+        recovered table), once: the batch that follows applies it where it is handled."""
+        if self.assigned is None:
+            return None
+        partitions, self.assigned = frozenset(self.assigned), None
+        states = dict(user_to_audience.items()) if self.config.audience else {}
+        log.info("demand and audiences: partitions %s assigned; %d audience user states loaded",
+                 sorted(partitions), len(states))
+        return Reassignment(partitions, states)
+
+    def derive_here(self, messages: Sequence[Message], result: BatchResult, window_length: int) -> Derivation:
+        """The batch's derivation, made in this process."""
+        return self.here.derive(messages, result, window_length, self.take_reassignment())
+
+    async def publish(self, events: Sequence[Any], out: Derivation,
+                      on_failure: Callable[[BaseException], None]) -> list[tuple[Any, list[Outgoing]]]:
+        """Store a batch's changed audience states; count it; return the messages to send, by topic.
+        ``events`` are the batch's Faust events (indexed like its messages)."""
         started = time.monotonic()
-        if self.assigned is not None:
-            self._reassigned(self.assigned)
-            self.assigned = None
-        out: list[tuple[Any, list[Outgoing]]] = []
-        if self.demand is not None and result.made:
-            late = self.demand.counters.late
-            self.demand.add((events[i].message.partition, p) for _, p, i in result.made)
-            closed = self.demand.close_ready()
-            metrics.demand_late.inc(self.demand.counters.late - late)
-            if closed:
-                out.append((demand_topic, [Outgoing(r.key, self.demand_codec.encode(r)) for r in closed]))
-                complete = sum(r.complete for r in closed)
-                metrics.demand_records.labels("true").inc(complete)
-                metrics.demand_records.labels("false").inc(len(closed) - complete)
-            metrics.demand_open_windows.set(self.demand.open_windows())
-        if self.gate is not None and result.made:
-            windows = result.window_writes
-
-            def times_of(key: bytes) -> tuple[list[int], bool]:
-                window = UserWindow.unpack(windows[key][0])  # every predicted click's user has a window write
-                return window.times_ms, len(window) >= window_length
-
-            resent = self.gate.counters.resent
-            decided = self.gate.process(result.made, times_of)
-            if decided.writes:
-                await write_table(user_to_audience, app.producer,
-                                  [TableWrite(key, state.pack(), events[index])
-                                   for key, (state, index) in decided.writes.items()], on_failure)
-            if decided.entries:
-                out.append((audiences_topic, [Outgoing(e.key, self.audience_codec.encode(e)) for e in decided.entries]))
-                resent = self.gate.counters.resent - resent
-                metrics.audience_entries.labels("new").inc(len(decided.entries) - resent)
-                metrics.audience_entries.labels("resent").inc(resent)
-        metrics.stage_seconds.labels("derived").observe(time.monotonic() - started)
+        for warning in out.warnings:
+            log.warning("%s", warning)
+        if out.audience_writes:
+            await write_table(user_to_audience, app.producer,
+                              [TableWrite(key, packed, events[index])
+                               for key, (packed, index) in out.audience_writes.items()], on_failure)
+        if out.demand:
+            metrics.demand_records.labels("true").inc(out.demand_complete)
+            metrics.demand_records.labels("false").inc(len(out.demand) - out.demand_complete)
+        if out.demand_counters is not None:
+            metrics.demand_late.inc(out.demand_late)
+            metrics.demand_open_windows.set(out.demand_open_windows)
+        if out.audiences:
+            metrics.audience_entries.labels("new").inc(len(out.audiences) - out.audiences_resent)
+            metrics.audience_entries.labels("resent").inc(out.audiences_resent)
+        metrics.stage_seconds.labels("derived").observe(out.seconds + time.monotonic() - started)
         if started >= self.next_report:
             self.next_report = started + COUNTERS_INTERVAL_S
-            if self.demand is not None:
-                log.info("demand: %s, %d windows open", self.demand.counters, self.demand.open_windows())
-            if self.gate is not None:
-                log.info("audiences: %s", self.gate.counters)
-        return out
-
-    def _reassigned(self, partitions: set[int]) -> None:
-        """After a rebalance: drop demand state of partitions gone elsewhere; reload the audience states of
-        the partitions this worker owns now from the (recovered) table."""
-        if self.demand is not None:
-            self.demand.keep_only(partitions)
-        if self.gate is not None:
-            states: dict[bytes, AudienceState] = {}
-            for key, value in user_to_audience.items():
-                if value is None:
-                    continue
-                try:
-                    states[key] = AudienceState.unpack(value)
-                except DecodeError as exc:
-                    log.warning("audience state of user %r is corrupt (%s): treated as never entered", key, exc)
-            self.gate.states = states
-            log.info("audiences: %d user states loaded for partitions %s", len(states), sorted(partitions))
+            if out.demand_counters is not None:
+                log.info("demand: %s, %d windows open", out.demand_counters, out.demand_open_windows)
+            if out.audience_counters is not None:
+                log.info("audiences: %s", out.audience_counters)
+        return [(topic, outgoing) for topic, outgoing in ((demand_topic, out.demand), (audiences_topic, out.audiences))
+                if outgoing]
 
 
 derived = Derived()

@@ -8,9 +8,11 @@ updates, the predictor call and encoding the predictions. While the child works 
 reads the next.
 
 One pipe carries requests and replies in order, each request exactly one reply. A batch's request holds its
-messages and the stored windows of their keys; the child prefers the windows it wrote itself in its last two
-batches (their table writes may still be on the way), and forgets them when the consumer group's generation
-changes (a rebalance may have moved users). A child that dies ends the worker through the failed batch.
+messages, the stored windows of their keys and a new assignment if one came before it; the child prefers the
+windows it wrote itself in its last two batches (their table writes may still be on the way), and forgets
+them when the consumer group's generation changes (a rebalance may have moved users). A child that dies ends
+the worker through the failed batch. When a new model's child takes over, it adopts the open demand windows
+and audience gates of the one before.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from typing import Any
 
 from core.errors import ModelError
 from streams.batch import Message
+from streams.deriving import Deriving, DerivingConfig, Reassignment
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class ChildConfig:
     click_schema_id: int | None
     prediction_schema_id: int | None
     codec_options: dict[str, Any]
-    with_made: bool  # return each prediction's click and Prediction (demand and audiences need them)
+    deriving: DerivingConfig
     # "first": serve once one shape is traced, compile the others one after a batch each (as the worker does in
     # its own process); "all": every shape compiled before the child is ready (a model rolled out later)
     warm: str = "all"
@@ -63,6 +66,7 @@ def child_main(conn: Any, config: ChildConfig) -> None:
             click_codec=RecordCodec(Click, config.click_schema_id, **config.codec_options),
             prediction_codec=RecordCodec(Prediction, config.prediction_schema_id, **config.codec_options),
             window_length=predictor.window_length, model_version=predictor.version)
+        deriving = Deriving(config.deriving)
     except ModelError as exc:  # a broken artifact: refused, the serving model kept (streams/agents.py)
         conn.send(("refused", str(exc)))
         return
@@ -82,19 +86,25 @@ def child_main(conn: Any, config: ChildConfig) -> None:
             return
         kind = request[0]
         if kind == "batch":
-            _, raw, stored, group_generation = request
+            _, raw, stored, group_generation, reassignment = request
             if group_generation != generation:
                 recent, generation = [{}, {}], group_generation
-            prepared = processor.prepare([Message(*m) for m in raw], functools.partial(_newest, recent, stored))
+            messages = [Message(*m) for m in raw]
+            prepared = processor.prepare(messages, functools.partial(_newest, recent, stored))
             pieces, failed = (predict_isolating(predictor.predict, prepared.snapshots) if prepared.snapshots
                               else ([], {}))
             result = processor.complete(prepared, pieces, failed)
             recent = [{key: packed for key, (packed, _) in result.window_writes.items()}, recent[0]]
-            if not config.with_made:
-                result.made = []
+            result.derived = deriving.derive(messages, result, processor.window_length, reassignment)
+            result.made = []  # used up here: not sent back
             conn.send(result)
         elif kind == "predict":
             conn.send(predictor.predict([request[1]]))
+        elif kind == "handover":  # a new model's child takes over: it gets the open windows and the gates
+            conn.send(deriving.state())
+        elif kind == "adopt":
+            deriving.adopt(request[1])
+            conn.send(None)
         if to_compile:  # one shape after each answer: a request waits behind at most one (~4 s here)
             shape = to_compile.pop(0)
             try:
@@ -152,10 +162,16 @@ class InferenceProcess:
             loop.run_in_executor(self._send, self._conn.send, request)
         return loop.run_in_executor(self._receive, self._conn.recv)
 
-    def batch(self, messages: list[Message], stored: dict[bytes, bytes | None], generation: int) -> asyncio.Future[Any]:
-        """Start one batch; the future gives its :class:`~streams.batch.BatchResult` (EOFError: the child died)."""
+    def batch(self, messages: list[Message], stored: dict[bytes, bytes | None], generation: int,
+              reassignment: Reassignment | None) -> asyncio.Future[Any]:
+        """Start one batch; the future gives its :class:`~streams.batch.BatchResult`, with its derivation
+        (EOFError: the child died)."""
         raw = [(m.key, m.value, m.topic, m.partition, m.offset, m.received_s) for m in messages]
-        return self._request(("batch", raw, stored, generation))
+        return self._request(("batch", raw, stored, generation, reassignment))
+
+    async def take_over_from(self, old: InferenceProcess) -> None:
+        """Adopt the open demand windows and audience gates of ``old``'s child (no batch in flight in either)."""
+        await self._request(("adopt", await old._request(("handover",))))
 
     async def predict_one(self, window: Any) -> Any:
         """One window's prediction (the web view of a user's intent), in turn with the batches."""
