@@ -131,21 +131,38 @@ async def predict_in_process(stream: Any) -> None:
                                                             **settings.codec_options()),
                                window_length=predictor.window_length, model_version=predictor.version)
     runtime.predictor, runtime.processor = predictor, processor
-    arm_loop_watch()  # from the first batch on, before the progress timer's first turn
-    freeze_heap()
+    chores = serving(predictor.version)
     runtime.compiling = asyncio.ensure_future(compile_in_turn(predictor))
-    metrics.model_info.labels(predictor.version).set(1)
-    next_report = time.monotonic()
-    next_expiry = next_report + EXPIRY_INTERVAL_S  # the first sweep a minute after start, as a timer would
     async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
         await handle(events, processor)
+        await chores.after_batch(processor.stream_time_ms, processor.counters)
+
+
+def serving(version: str) -> Chores:
+    """What starts with the first batch, in either mode: the event loop's watch, the heap frozen, the model's
+    metric; and the chores between batches."""
+    arm_loop_watch()  # from the first batch on, before the progress timer's first turn
+    freeze_heap()
+    metrics.model_info.labels(version).set(1)
+    return Chores()
+
+
+class Chores:
+    """Between batches: idle windows expired every ``EXPIRY_INTERVAL_S`` (the first sweep a minute after start,
+    as a timer would), the counters logged every ``COUNTERS_INTERVAL_S``."""
+
+    def __init__(self) -> None:
+        self.next_report = time.monotonic()
+        self.next_expiry = self.next_report + EXPIRY_INTERVAL_S
+
+    async def after_batch(self, stream_time_ms: int, counters: Counters) -> None:
         now = time.monotonic()
-        if now >= next_expiry:
-            next_expiry = now + EXPIRY_INTERVAL_S
-            await expire_idle_windows(processor.stream_time_ms, processor.counters)
-        if now >= next_report:
-            next_report = now + COUNTERS_INTERVAL_S
-            log.info("%s", processor.counters)
+        if now >= self.next_expiry:
+            self.next_expiry = now + EXPIRY_INTERVAL_S
+            await expire_idle_windows(stream_time_ms, counters)
+        if now >= self.next_report:
+            self.next_report = now + COUNTERS_INTERVAL_S
+            log.info("%s", counters)
 
 
 async def handle(events: list[Any], processor: BatchProcessor) -> None:
@@ -227,11 +244,7 @@ async def predict_in_child(stream: Any) -> None:
     window_length = runtime.predictor.window_length
     counters = Counters()  # of the batches delivered
     stream_time_ms = 0  # the newest event time delivered (idle windows expire against it)
-    arm_loop_watch()
-    freeze_heap()
-    metrics.model_info.labels(runtime.predictor.version).set(1)
-    next_report = time.monotonic()
-    next_expiry = next_report + EXPIRY_INTERVAL_S
+    chores = serving(runtime.predictor.version)
     in_flight: asyncio.Future[BatchResult] | None = None  # the batch before, in the child or being delivered
 
     async def finish(events: list[Any], messages: list[Message], sources: list[Any], reply: Any, started: float,
@@ -253,12 +266,10 @@ async def predict_in_child(stream: Any) -> None:
 
     try:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-            if (runtime.pending is not None or derived.assigned is not None) and in_flight is not None:
-                # a new model's child is warm, or a new assignment's audience states are to be read from the
-                # table: once the batch in flight has been delivered (its states written)
-                stream_time_ms = max(stream_time_ms, (await in_flight).newest_event_ms)
-                in_flight = None
-            if runtime.pending is not None:
+            if runtime.pending is not None:  # a new model's child is warm: it takes over between two batches
+                if in_flight is not None:
+                    stream_time_ms = max(stream_time_ms, (await in_flight).newest_event_ms)
+                    in_flight = None
                 old, runtime.predictor, runtime.pending = runtime.predictor, runtime.pending, None
                 try:
                     await runtime.predictor.take_over_from(old)
@@ -271,6 +282,11 @@ async def predict_in_child(stream: Any) -> None:
             try:
                 started = time.monotonic()
                 messages, sources = await batch_messages(events)
+                if derived.assigned is not None and in_flight is not None:
+                    # a new assignment: its windows and audience states are read from the tables once the batch
+                    # in flight has written its own (the child forgets what it wrote when the generation changes)
+                    stream_time_ms = max(stream_time_ms, (await in_flight).newest_event_ms)
+                    in_flight = None
                 get = user_to_window.get  # each user's stored window read once, as update_windows does
                 stored = {key: get(key) for key in {m.key for m in messages} if key is not None}
                 reply = runtime.predictor.batch(messages, stored, app.consumer_generation_id,
@@ -282,13 +298,7 @@ async def predict_in_child(stream: Any) -> None:
             if in_flight is not None:
                 stream_time_ms = max(stream_time_ms, (await in_flight).newest_event_ms)  # its output goes first
             in_flight = asyncio.ensure_future(finish(events, messages, sources, reply, started, window_length))
-            now = time.monotonic()
-            if now >= next_expiry:
-                next_expiry = now + EXPIRY_INTERVAL_S
-                await expire_idle_windows(stream_time_ms, counters)
-            if now >= next_report:
-                next_report = now + COUNTERS_INTERVAL_S
-                log.info("%s", counters)
+            await chores.after_batch(stream_time_ms, counters)
     finally:
         if in_flight is not None and not in_flight.done():
             in_flight.cancel()  # that batch stays unacknowledged and is read again
