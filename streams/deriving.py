@@ -37,10 +37,6 @@ class DerivingConfig:
     audience_session_gap_ms: int
     codec_options: dict[str, Any]
 
-    @property
-    def enabled(self) -> bool:
-        return self.demand or self.audience
-
 
 @dataclasses.dataclass
 class Derivation:
