@@ -2,10 +2,10 @@
 
 The event loop's thread sets the worker's rate: everything Python does per click in its process shares one
 core, however many the machine has. With this setting the worker's process keeps what needs Faust (reading
-stored windows, the holes, table writes, derived records, sends and acknowledgements) and a child process
-holding the predictor and a :class:`~streams.batch.BatchProcessor` does the rest: decoding and checks, window
-updates, the predictor call and encoding the predictions. While the child works on one batch the event loop
-reads the next.
+stored windows and audience states, the holes, table writes, sends and acknowledgements) and a child process
+holding the predictor, a :class:`~streams.batch.BatchProcessor` and a :class:`~streams.deriving.Deriving` does
+the rest: decoding and checks, window updates, the predictor call, encoding the predictions, category demand
+and audiences. While the child works on one batch the event loop reads the next.
 
 One pipe carries requests and replies in order, each request exactly one reply. A batch's request holds its
 messages, the stored windows of their keys and a new assignment if one came before it; the child prefers the
@@ -114,6 +114,7 @@ def child_main(conn: Any, config: ChildConfig) -> None:
                           type(exc).__name__, exc)
             if not to_compile:
                 gc.freeze()
+
 
 def _newest(recent: list[dict[bytes, bytes]], stored: dict[bytes, bytes | None], key: bytes) -> bytes | None:
     """A user's window: the child's own newest write of it, else the stored one the worker read."""
