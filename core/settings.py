@@ -15,6 +15,8 @@ CLICKSTREAM_PARTITIONS     partitions of the topics ``clickstream topics`` creat
 CLICKSTREAM_REPLICATION_FACTOR  replication factor of those topics (1)
 CLICKSTREAM_APP_ID         Faust app id = consumer group and table changelog prefix
 CLICKSTREAM_WINDOW_TTL_S   users idle longer than this lose their window (7 days)
+CLICKSTREAM_EXPIRY_INTERVAL_S  a pass over the stored windows, deleting idle users', starts at most this often
+                           (60); it reads a slice of them after each micro-batch, never all at once
 CLICKSTREAM_BATCH_MAX      most clicks per micro-batch (512)
 CLICKSTREAM_BATCH_WITHIN_MS  longest wait to fill a micro-batch (20)
 CLICKSTREAM_TOP_K          categories per prediction (10)
@@ -94,6 +96,7 @@ class Settings:
     replication_factor: int = 1
     app_id: str = "clickstream-intent"
     window_ttl_s: int = 7 * 24 * 3600
+    expiry_interval_s: int = 60
     batch_max: int = 512
     batch_within_ms: int = 20
     top_k: int = 10
@@ -140,7 +143,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("partitions", "replication_factor", "batch_max", "top_k", "inference_threads",
-                     "window_ttl_s", "session_timeout_s"):
+                     "window_ttl_s", "expiry_interval_s", "session_timeout_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):

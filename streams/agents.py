@@ -25,8 +25,8 @@ from schemas.codec import RecordCodec
 from streams import metrics
 from streams.app import app, settings
 from streams.batch import BatchProcessor, BatchResult, Counters, Message, stale_keys
-from streams.derived import derived
-from streams.faust_glue import TableWrite, committed_offsets, hold, release, send_in_batches, write_table
+from streams.derived import COUNTERS_INTERVAL_S, derived
+from streams.faust_glue import TableWrite, committed_offsets, hold, release, scan_table, send_in_batches, write_table
 from streams.holes import LogReader, with_filled
 from streams.inference import ChildConfig, InferenceProcess
 from streams.runtime import Runtime
@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 EXIT_UNHANDLED_BATCH = 70  # EX_SOFTWARE
 EXIT_STALLED = 75  # EX_TEMPFAIL: a restart is expected to carry on
 WATCH_INTERVAL_S = 5.0
-EXPIRY_INTERVAL_S = 60.0
-COUNTERS_INTERVAL_S = 10.0
+# windows read after each batch while a pass runs (~3 ms here): a million users take ~250 batches, not one
+# stall of seconds
+EXPIRY_SLICE = 4096
 runtime = Runtime()  # this worker's predictor and batch processor, shared with the web views (streams/web.py)
 progress = ProgressWatch(settings.stall_timeout_s)
 log_reader = LogReader(settings.aiokafka_config())  # reads the offsets a batch skips (streams/holes.py)
@@ -148,18 +149,21 @@ def serving(version: str) -> Chores:
 
 
 class Chores:
-    """Between batches: idle windows expired every ``EXPIRY_INTERVAL_S`` (the first sweep a minute after start,
-    as a timer would), the counters logged every ``COUNTERS_INTERVAL_S``."""
+    """Between batches: idle windows expired, a pass starting every ``settings.expiry_interval_s`` (the first
+    that long after start, as a timer would) and reading ``EXPIRY_SLICE`` windows after each batch until it is
+    done; the counters logged every ``COUNTERS_INTERVAL_S``."""
 
     def __init__(self) -> None:
         self.next_report = time.monotonic()
-        self.next_expiry = self.next_report + EXPIRY_INTERVAL_S
+        self.next_expiry = self.next_report + settings.expiry_interval_s
+        self.expiry: Expiry | None = None  # the pass under way
 
     async def after_batch(self, stream_time_ms: int, counters: Counters) -> None:
         now = time.monotonic()
-        if now >= self.next_expiry:
-            self.next_expiry = now + EXPIRY_INTERVAL_S
-            await expire_idle_windows(stream_time_ms, counters)
+        if self.expiry is None and now >= self.next_expiry and stream_time_ms:
+            self.expiry = Expiry()
+        if self.expiry is not None and await self.expiry.step(stream_time_ms, counters):
+            self.expiry, self.next_expiry = None, now + settings.expiry_interval_s
         if now >= self.next_report:
             self.next_report = now + COUNTERS_INTERVAL_S
             log.info("%s", counters)
@@ -424,11 +428,29 @@ def observe(messages: list[Message], result: BatchResult, started: float, sendin
         metrics.click_to_prediction.observe(sent - m.received_s)
 
 
-async def expire_idle_windows(stream_time_ms: int, counters: Counters) -> None:
-    """Delete the windows of users idle longer than the TTL (in event time, so backfills expire too)."""
-    if not stream_time_ms:
-        return
-    stale = stale_keys(user_to_window.items(), stream_time_ms, settings.window_ttl_s * 1000)
-    await write_table(user_to_window, app.producer, [TableWrite(key, None, None) for key in stale], stop_unacknowledged)
-    counters.expired += len(stale)
-    metrics.expired_windows.inc(len(stale))
+class Expiry:
+    """One pass over the stored windows, deleting those of users idle longer than the TTL (in event time, so
+    backfills expire too), ``EXPIRY_SLICE`` windows at a time."""
+
+    def __init__(self) -> None:
+        self.after: tuple[int, bytes] | None = None
+        self.scanned = self.expired = self.slices = 0
+        self.seconds = self.longest_s = 0.0
+
+    async def step(self, stream_time_ms: int, counters: Counters) -> bool:
+        """Read the next slice and delete its stale windows; True once the pass is done. The reads and the
+        deletes from the store happen with no await between them: no batch writes a window in between."""
+        started = time.monotonic()
+        items, self.after = scan_table(user_to_window, self.after, EXPIRY_SLICE)
+        stale = stale_keys(items, stream_time_ms, settings.window_ttl_s * 1000)
+        await write_table(user_to_window, app.producer, [TableWrite(key, None, None) for key in stale],
+                          stop_unacknowledged)
+        took = time.monotonic() - started
+        self.scanned, self.expired, self.slices = self.scanned + len(items), self.expired + len(stale), self.slices + 1
+        self.seconds, self.longest_s = self.seconds + took, max(self.longest_s, took)
+        counters.expired += len(stale)
+        metrics.expired_windows.inc(len(stale))
+        if self.after is None:
+            log.info("idle windows: %d of %d expired in %d slices of %d (%.0f ms in all, the longest %.1f ms)",
+                     self.expired, self.scanned, self.slices, EXPIRY_SLICE, self.seconds * 1000, self.longest_s * 1000)
+        return self.after is None

@@ -20,6 +20,9 @@
    window). Records handed to aiokafka before the batch is acknowledged are covered by the commit's flush.
 5. The consumer's last committed offsets (``Consumer._committed_offset``, private): :func:`committed_offsets`
    tells the progress watchdog (streams/watchdog.py) where the group stands on each assigned partition.
+6. The RocksDB store's databases (``Store._dbs``, private, and its ``offset_key``): :func:`scan_table` reads a
+   table's active partitions a slice at a time from where the last slice ended, so that a pass over every
+   stored window never holds the event loop for the whole table, as ``table.items()`` in one go does.
 """
 from __future__ import annotations
 
@@ -51,6 +54,36 @@ def committed_offsets(consumer: Any, tps: Iterable[TP]) -> dict[tuple[str, int],
     """The group's committed offset per partition as this worker's consumer knows it (None: none yet)."""
     known = consumer._committed_offset
     return {(tp.topic, tp.partition): known.get(tp) for tp in tps}
+
+
+def scan_table(table: Any, after: tuple[int, bytes] | None, limit: int
+               ) -> tuple[list[tuple[bytes, bytes]], tuple[int, bytes] | None]:
+    """Up to ``limit`` (key, value) items of the table's actively assigned partitions, in (partition, key)
+    order, from just after ``after`` (None: the start); and where the next slice starts (None: the scan is
+    done). Each call reads its own RocksDB iterators, so writes between slices are fine: a key written meanwhile
+    is read by a later slice or not at all."""
+    store = table.data
+    topic = table.changelog_topic.get_topic_name()
+    actives = table.app.assignor.assigned_actives()
+    items: list[tuple[bytes, bytes]] = []
+    for partition in sorted(store._dbs):
+        if TP(topic, partition) not in actives or (after is not None and partition < after[0]):
+            continue
+        it = store._dbs[partition].iter()
+        if after is not None and partition == after[0]:
+            it.seek(after[1])
+            if it.valid() and it.key() == after[1]:
+                it.next()
+        else:
+            it.seek_to_first()
+        while it.valid():
+            key = it.key()
+            if key != store.offset_key:  # the store's own record of the changelog offset it has applied
+                items.append((key, it.value()))
+                if len(items) >= limit:
+                    return items, (partition, key)
+            it.next()
+    return items, None
 
 
 def hold(events: Sequence[Any]) -> None:

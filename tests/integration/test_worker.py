@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 import signal
 import time
 from pathlib import Path
@@ -33,6 +34,39 @@ pytestmark = pytest.mark.slow
 
 # the per-click work in the worker's process, or in a child process beside it (CLICKSTREAM_INFERENCE_PROCESS)
 BOTH_MODES = pytest.mark.parametrize("inference_process", [False, True], ids=["in-process", "child-process"])
+
+
+def test_idle_users_windows_expire_from_the_table_and_its_changelog(settings: Settings, worker_model: Path,
+                                                                   tmp_path: Path) -> None:
+    """Users idle longer than the TTL in event time lose their window, in the changelog too (a worker that
+    recovers the table does not bring it back); the others keep theirs."""
+    s = dataclasses.replace(settings, window_ttl_s=3600, expiry_interval_s=1)
+    now_ms = int(time.time() * 1000)
+    tag = f"expiry-{s.app_id}"
+
+    def click(user: str, i: int, minutes_ago: int) -> Click:
+        return Click(f"{tag}-{user}-{i}", f"{tag}-{user}", "item", "c1", "view", now_ms - minutes_ago * 60_000)
+
+    idle = [click(f"idle{u}", i, 300 - i) for u in range(20) for i in range(3)]  # five hours ago
+    active = [click(f"active{u}", i, 10 - i) for u in range(20) for i in range(3)]
+    worker = worker_for(s, worker_model, tmp_path / "state")
+    try:
+        worker.start()
+        produce(s, idle + active)
+        predictions_by_event(s, (c.event_id for c in idle + active))
+        deadline = time.monotonic() + 60
+        # a pass runs after a batch, once a second here: keep clicking until passes have expired 20 windows
+        while sum(int(n) for n in re.findall(r"idle windows: (\d+) of", worker.log())) < 20:
+            assert time.monotonic() < deadline, worker.log()[-3000:]
+            produce(s, [click("active0", 100 + int(time.monotonic()), 0)])
+            time.sleep(1)
+    finally:
+        worker.stop(signal.SIGTERM)
+    newest: dict[str, bytes | None] = {}
+    for record in read_all(s, s.changelog_topic):
+        newest[record.key.decode()] = record.value
+    assert {user for user, value in newest.items() if value is None} == {f"{tag}-idle{u}" for u in range(20)}
+    assert {user for user, value in newest.items() if value is not None} == {f"{tag}-active{u}" for u in range(20)}
 
 
 @BOTH_MODES

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
+import faust
 import faust.streams
 import faust.transport.drivers.aiokafka
 from faust.types import TP
 from faust.types import Message as FaustMessage
 
-from streams.faust_glue import committed_offsets, current_event_of, hold, release
+from streams.faust_glue import committed_offsets, current_event_of, hold, release, scan_table
 
 
 class Event:
@@ -198,3 +200,28 @@ def test_committed_offsets_are_what_faust_updates_on_commit() -> None:
         _committed_offset: defaultdict = defaultdict(lambda: None, {TP("clicks", 1): 42})
 
     assert committed_offsets(Known(), [TP("clicks", 0), TP("clicks", 1)]) == {("clicks", 0): None, ("clicks", 1): 42}
+
+
+def test_a_table_is_scanned_a_slice_at_a_time_over_its_active_partitions(tmp_path: Path) -> None:
+    app = faust.App("glue-scan", store="rocksdb://", datadir=str(tmp_path), broker="kafka://127.0.0.1:1")
+    table = app.Table("windows", partitions=3, use_partitioner=True, key_type=bytes, value_type=bytes,
+                      options={"driver": "rocksdict"})
+    store = table.data
+    changelog = table.changelog_topic.get_topic_name()
+    for partition, keys in ((0, [b"a", b"c"]), (1, [b"b"]), (2, [b"d", b"e", b"f"])):
+        for key in keys:
+            store._db_for_partition(partition)[key] = key.upper()
+    store.set_persisted_offset(TP(changelog, 0), 41)  # kept in the partition's database, not an item
+    app.assignor.assigned_actives = lambda: {TP(changelog, 0), TP(changelog, 2)}  # 1 is another worker's
+    items, after = scan_table(table, None, 2)
+    assert items == [(b"a", b"A"), (b"c", b"C")] and after == (0, b"c")
+    store._db_for_partition(0)[b"b"] = b"B"  # behind the cursor: the next pass reads it
+    store._db_for_partition(2)[b"dd"] = b"DD"  # ahead of it: this pass does
+    seen = []
+    while after is not None:
+        items, after = scan_table(table, after, 2)
+        assert len(items) <= 2
+        seen += items
+    assert seen == [(b"d", b"D"), (b"dd", b"DD"), (b"e", b"E"), (b"f", b"F")]
+    assert scan_table(table, None, 100) == ([(b"a", b"A"), (b"b", b"B"), (b"c", b"C"), (b"d", b"D"),
+                                             (b"dd", b"DD"), (b"e", b"E"), (b"f", b"F")], None)
