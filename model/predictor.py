@@ -3,12 +3,11 @@
 Windows are padded to a few fixed (batch, length) shapes, each served by a compiled ``tf.function`` with a
 fixed input signature (XLA by default) over the network's fused serving graph (``model/serving.py``), traced
 and warmed when the predictor loads, so no request ever pays for a trace. A batch of short windows runs at a
-short length bucket instead of N, and a batch is split into the calls that serve it soonest (``call_sizes``).
+short length bucket instead of N.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import logging
 import time
@@ -63,30 +62,6 @@ class BatchPrediction:
 
 NETWORK_CANDIDATES = 30
 MAX_CATEGORY_CODES = 1_000_000  # raw ids a predictor keeps codes for before it starts a new table
-
-
-# What one compiled call costs, in ms: a fixed part, and per window a part and one per step (fitted to each
-# shape's time alone on the 2-core build machine: 2.3 ms at batch 8, N=50; 5.2 at 64; 15.1 at 256; 27.2 at 512;
-# 16.0 at 512, N=16). Only the ratios matter: they choose how a batch is split into calls (call_sizes).
-CALL_MS, WINDOW_MS, STEP_MS = 2.4, 0.0174, 0.00063
-
-
-@functools.lru_cache(maxsize=4096)
-def call_sizes(rows: int, sizes: tuple[int, ...], length: int) -> tuple[int, ...]:
-    """How many windows each call takes when ``rows`` windows padded to ``length`` steps are served by shapes
-    of these batch sizes: the split of least estimated time. 147 windows at N=50 with sizes 8, 64 and 512 go in
-    three calls of 64 rows (~15 ms) instead of one padded to 512 (~27 ms); 256 in four of 64 (~21 ms)."""
-    def cost(size: int) -> float:
-        return CALL_MS + size * (WINDOW_MS + STEP_MS * length)
-
-    best, choice = [0.0] * (rows + 1), [0] * (rows + 1)
-    for r in range(1, rows + 1):
-        best[r], choice[r] = min((cost(size) + best[max(0, r - size)], size) for size in sizes)
-    taken: list[int] = []
-    while rows > 0:
-        taken.append(min(choice[rows], rows))
-        rows -= taken[-1]
-    return tuple(sorted(taken, reverse=True))
 
 
 def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:
@@ -244,7 +219,7 @@ class Predictor:
         return cats, types, float(prior["purchase_probability"])
 
     def predict(self, windows: Sequence[Window], candidates: bool = False) -> BatchPrediction:
-        """Predict every window in one call: grouped by length bucket, each bucket in the calls ``call_sizes`` plans.
+        """Predict every window in one call: grouped by length bucket, in chunks of the largest batch size.
 
         With ``candidates`` (a predictor built with ``candidates=True``) the prediction carries
         ``network_top``, the network's own ranking of its ``network_k`` candidates (what training tunes the
@@ -262,18 +237,14 @@ class Predictor:
         copies = [np.zeros(0, dtype=np.float32)] * n if self.drivers else None
         steps: list[tuple[np.ndarray, ...]] = []  # with drivers: per chunk, its rows and their steps
         # each length bucket runs on its own: short windows never pay for the longest one in the batch
-        serving = list(self._serving)
-        bucket_lengths = sorted({t for _, t in serving})
-        bucket_of = np.searchsorted(np.asarray(bucket_lengths), lengths)
+        bucket_of = np.searchsorted(np.asarray(sorted({t for _, t in list(self._serving)})), lengths)
+        largest = self.batch_sizes[-1]
         network_only = self.network_only
         width = self.top_k if network_only and not candidates else self.network_k
         for bucket in np.unique(bucket_of[lengths > 0]):
             rows = np.flatnonzero((bucket_of == bucket) & (lengths > 0))
-            length = bucket_lengths[bucket]
-            start = 0
-            for size in call_sizes(len(rows), tuple(sorted(b for b, t in serving if t == length)), length):
-                chunk = rows[start: start + size]
-                start += size
+            for chunk_start in range(0, len(rows), largest):
+                chunk = rows[chunk_start: chunk_start + largest]
                 self._predict_rows([windows[i] for i in chunk], chunk, lengths[chunk], width, network_top, types,
                                    purchase, copies, steps)
         for i in np.flatnonzero(lengths > 0):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.errors import ModelError
-from model.predictor import Predictor, call_sizes
+from model.predictor import Predictor
 from model.train import TrainConfig, train
 from model.window import Window
 
@@ -171,33 +171,6 @@ def test_the_serving_graph_computes_the_step_features_of_training() -> None:
     compiled = tf.function(lambda c, e, t: graph_features(c, e, t, 10.0), jit_compile=True)
     np.testing.assert_allclose(compiled(codes, event_type, times).numpy(), expected, rtol=1e-5, atol=1e-6)
     assert expected[:, :, 6:].any() and (expected[:, :, 7] > np.log1p(1.5)).any()  # repeats were there
-
-
-def test_a_batch_is_split_into_the_calls_that_serve_it_soonest() -> None:
-    assert call_sizes(147, (8, 64, 512), 50) == (64, 64, 19)  # three calls of 64 rather than one padded to 512
-    assert call_sizes(512, (8, 64, 512), 50) == (512,)
-    assert call_sizes(6, (8, 64, 512), 50) == (6,)
-    assert call_sizes(1100, (512,), 50) == (512, 512, 76)  # one shape (a predictor warming up): its batch size
-    for rows in range(1, 700, 7):
-        for sizes in ((8, 64, 512), (4, 16), (1, 32, 256)):
-            assert sum(call_sizes(rows, sizes, 16)) == rows
-            assert all(size <= sizes[-1] for size in call_sizes(rows, sizes, 16))
-
-
-def test_windows_predicted_together_get_what_each_gets_alone(artifact: Path) -> None:
-    """However a batch is split into calls and padded, each window's prediction is its own."""
-    predictor = Predictor(artifact, batch_sizes=(2, 8), lengths=(4, 8), top_k=3)
-    rng = np.random.default_rng(3)
-    seqs = [[f"c{i}" for i in rng.integers(0, 10, rng.integers(1, 12))] for _ in range(37)]
-    assert call_sizes(sum(len(s) > 4 for s in seqs), (2, 8), 8)[1:]  # more than one call per length
-    together = predictor.predict(windows_of(seqs))
-    alone = [predictor.predict(windows_of([s])) for s in seqs]
-    assert [[c for c, _ in row] for row in together.top_categories] == \
-        [[c for c, _ in a.top_categories[0]] for a in alone]
-    np.testing.assert_allclose(together.purchase_probability, [a.purchase_probability[0] for a in alone],
-                               rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(together.event_type_probs, np.concatenate([a.event_type_probs for a in alone]),
-                               rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow
