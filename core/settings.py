@@ -28,10 +28,10 @@ CLICKSTREAM_PREDICTOR_LENGTHS  window-length shapes besides the model's N (``16`
 CLICKSTREAM_EXPLAIN_PREDICTIONS  each prediction carries the window events that drove its top category
                            (``drivers``: the pointer's attention); ``false`` by default, it costs some
                            throughput (``python -m benchmarks predictor --drivers``)
-CLICKSTREAM_INFERENCE_PROCESS  1: decoding, windows, inference, encoding, demand and audiences run in a
+CLICKSTREAM_INFERENCE_PROCESS  decoding, windows, inference, encoding, demand and audiences run in a
                            child process beside the event loop's, one batch in flight while the next is
-                           read (``false`` by default; more clicks/s on two or more cores with cores to
-                           spare, two processes' memory)
+                           read (``true`` by default: more clicks/s on two or more cores; ``false`` keeps
+                           everything in one process: less memory, for a worker with one core)
 CLICKSTREAM_MODEL_POLL_S   how often the worker looks for a new model version at MODEL_DIR (30; 0: never)
 CLICKSTREAM_WEB_BIND       address the worker's web server listens on (``127.0.0.1``; ``0.0.0.0`` in a pod)
 CLICKSTREAM_WEB_PORT       its port (6066): /metrics, /live, /ready, /users/{id}/intent
@@ -109,7 +109,7 @@ class Settings:
     predictor_warm: PredictorWarm = "first"
     explain_predictions: bool = False
     # decode, windows, inference, encoding, demand and audiences in a child process, one batch in flight
-    inference_process: bool = False
+    inference_process: bool = True
     session_timeout_s: int = 10
     # a worker whose committed offset on a partition stays behind the end, unmoved, this long dumps its tasks and
     # exits (code 75) for its supervisor to restart it; 0: never

@@ -1,9 +1,9 @@
 """The agent ``predict_next_intent``: glue between Faust and :class:`streams.batch.BatchProcessor`.
 
 Per micro-batch: hand the messages to the processor, store the changed windows, send dead letters, rekeyed
-clicks and predictions through the app's producer. With ``CLICKSTREAM_INFERENCE_PROCESS`` the processor and
-the predictor live in a child process (streams/inference.py) and one batch is in flight there while the
-agent reads the next. Nothing is acknowledged unless the whole batch was handled
+clicks and predictions through the app's producer. With ``CLICKSTREAM_INFERENCE_PROCESS`` (the default) the
+processor and the predictor live in a child process (streams/inference.py) and one batch is in flight there
+while the agent reads the next. Nothing is acknowledged unless the whole batch was handled
 (:func:`streams.faust_glue.hold`); a failure that no message can be blamed for stops the worker process, so
 that a restart reads the batch again (at least once, never silently lost).
 """

@@ -173,6 +173,22 @@ def test_the_serving_graph_computes_the_step_features_of_training() -> None:
     assert expected[:, :, 6:].any() and (expected[:, :, 7] > np.log1p(1.5)).any()  # repeats were there
 
 
+def test_windows_predicted_together_get_what_each_gets_alone(artifact: Path) -> None:
+    """However a batch is split into calls and padded, each window's prediction is its own."""
+    predictor = Predictor(artifact, batch_sizes=(2, 8), lengths=(4, 8), top_k=3)
+    rng = np.random.default_rng(3)
+    seqs = [[f"c{i}" for i in rng.integers(0, 10, rng.integers(1, 12))] for _ in range(37)]
+    assert sum(len(s) > 4 for s in seqs) > 8  # more than one call per length
+    together = predictor.predict(windows_of(seqs))
+    alone = [predictor.predict(windows_of([s])) for s in seqs]
+    assert [[c for c, _ in row] for row in together.top_categories] == \
+        [[c for c, _ in a.top_categories[0]] for a in alone]
+    np.testing.assert_allclose(together.purchase_probability, [a.purchase_probability[0] for a in alone],
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(together.event_type_probs, np.concatenate([a.event_type_probs for a in alone]),
+                               rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_a_predictor_warmed_on_one_shape_serves_the_same_predictions_at_once(artifact: Path) -> None:
     """The worker warms one shape before it serves and compiles the others beside the predictions."""
