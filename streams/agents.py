@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 EXIT_UNHANDLED_BATCH = 70  # EX_SOFTWARE
 EXIT_STALLED = 75  # EX_TEMPFAIL: a restart is expected to carry on
 WATCH_INTERVAL_S = 5.0
-# windows read after each batch while a pass runs (~3 ms here): a million users take ~250 batches, not one
+# windows read after each batch while a pass runs (~10 ms here): a million users take ~250 batches, not one
 # stall of seconds
 EXPIRY_SLICE = 4096
 runtime = Runtime()  # this worker's predictor and batch processor, shared with the web views (streams/web.py)
@@ -149,9 +149,9 @@ def serving(version: str) -> Chores:
 
 
 class Chores:
-    """Between batches: idle windows expired, a pass starting every ``settings.expiry_interval_s`` (the first
-    that long after start, as a timer would) and reading ``EXPIRY_SLICE`` windows after each batch until it is
-    done; the counters logged every ``COUNTERS_INTERVAL_S``."""
+    """Between batches: idle windows expired, a pass starting ``settings.expiry_interval_s`` after the last
+    one ended (the first that long after start) and reading ``EXPIRY_SLICE`` windows after each batch until it
+    is done; the counters logged every ``COUNTERS_INTERVAL_S``."""
 
     def __init__(self) -> None:
         self.next_report = time.monotonic()

@@ -23,7 +23,8 @@ class Runtime:
     refused: str | None = None  # why the newest artifact at the model folder was refused (logged once)
     loading: asyncio.Future[None] | None = None  # a model being loaded beside the serving one
     compiling: asyncio.Future[None] | None = None  # the serving model's shapes, compiled between batches
-    # inference runs here, off the event loop: TensorFlow releases the GIL, so consuming and producing go on
+    # in one process (CLICKSTREAM_INFERENCE_PROCESS=false) inference runs here, off the event loop: TensorFlow
+    # releases the GIL, so consuming and producing go on
     inference: ThreadPoolExecutor = dataclasses.field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference"))
 

@@ -24,13 +24,14 @@ _offsets: set = set()
 
 
 async def holey_getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
-    from streams.agents import runtime
+    from streams import metrics
 
     count = int(os.environ["CLICKSTREAM_TEST_SKIP_COUNT"])
     clicks = os.environ["CLICKSTREAM_CLICKS_TOPIC"]
     async for tp, message in _getmany(self, timeout):
-        if (tp.topic == clicks and _skipped[tp] < count and runtime.processor is not None
-                and runtime.processor.counters.batches > 0):
+        # clicks counted once a batch was delivered, in either mode (the child's counters are not here)
+        if (tp.topic == clicks and _skipped[tp] < count
+                and (metrics.REGISTRY.get_sample_value("clickstream_clicks_total") or 0) > 0):
             _skipped[tp] += 1
             log.info("holey_app: skipped %s[%d] offset %d", tp.topic, tp.partition, message.offset)
             _offsets.add((tp, message.offset))

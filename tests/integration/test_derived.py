@@ -124,7 +124,9 @@ def test_demand_windows_equal_a_direct_computation_from_the_predictions(
 
 
 def scripted_worker(settings: Settings, model: Path, state: Path, name: str) -> WorkerProcess:
-    env = worker_env(dataclasses.replace(settings, **TEST_SHAPES), model, state, PYTHONPATH=str(REPO))
+    # the script replaces Predictor.predict in the worker's own process: the predictor must run there
+    env = worker_env(dataclasses.replace(settings, **TEST_SHAPES, inference_process=False), model, state,
+                     PYTHONPATH=str(REPO))
     return WorkerProcess(env, state.parent / f"{name}.log", app="tests.integration.scripted_app")
 
 

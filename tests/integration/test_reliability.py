@@ -33,7 +33,8 @@ pytestmark = pytest.mark.slow
 
 
 def faulty_worker(settings: Settings, model: Path, state: Path, fault: str, name: str) -> WorkerProcess:
-    env = worker_env(dataclasses.replace(settings, **TEST_SHAPES), model, state,
+    # the faults replace Predictor.predict in the worker's own process: the predictor must run there
+    env = worker_env(dataclasses.replace(settings, **TEST_SHAPES, inference_process=False), model, state,
                      CLICKSTREAM_TEST_FAULT=fault, PYTHONPATH=str(REPO))
     return WorkerProcess(env, state.parent / f"{name}.log", app="tests.integration.faulty_app")
 

@@ -36,37 +36,42 @@ pytestmark = pytest.mark.slow
 BOTH_MODES = pytest.mark.parametrize("inference_process", [False, True], ids=["in-process", "child-process"])
 
 
+@BOTH_MODES
 def test_idle_users_windows_expire_from_the_table_and_its_changelog(settings: Settings, worker_model: Path,
-                                                                   tmp_path: Path) -> None:
+                                                                   tmp_path: Path, inference_process: bool) -> None:
     """Users idle longer than the TTL in event time lose their window, in the changelog too (a worker that
     recovers the table does not bring it back); the others keep theirs."""
-    s = dataclasses.replace(settings, window_ttl_s=3600, expiry_interval_s=1)
+    s = dataclasses.replace(settings, window_ttl_s=3600, expiry_interval_s=1, inference_process=inference_process)
     now_ms = int(time.time() * 1000)
     tag = f"expiry-{s.app_id}"
+    idle_users = {f"{tag}-idle{u}" for u in range(20)}
+    active_users = {f"{tag}-active{u}" for u in range(20)}
 
     def click(user: str, i: int, minutes_ago: int) -> Click:
-        return Click(f"{tag}-{user}-{i}", f"{tag}-{user}", "item", "c1", "view", now_ms - minutes_ago * 60_000)
+        return Click(f"{user}-{i}", user, "item", "c1", "view", now_ms - minutes_ago * 60_000)
 
-    idle = [click(f"idle{u}", i, 300 - i) for u in range(20) for i in range(3)]  # five hours ago
-    active = [click(f"active{u}", i, 10 - i) for u in range(20) for i in range(3)]
+    def newest_in_changelog() -> dict[str, bytes | None]:
+        return {record.key.decode(): record.value for record in read_all(s, s.changelog_topic)}
+
+    idle = [click(user, i, 300 - i) for user in sorted(idle_users) for i in range(3)]  # five hours ago
+    active = [click(user, i, 10 - i) for user in sorted(active_users) for i in range(3)]
     worker = worker_for(s, worker_model, tmp_path / "state")
     try:
         worker.start()
         produce(s, idle + active)
         predictions_by_event(s, (c.event_id for c in idle + active))
         deadline = time.monotonic() + 60
-        # a pass runs after a batch, once a second here: keep clicking until passes have expired 20 windows
-        while sum(int(n) for n in re.findall(r"idle windows: (\d+) of", worker.log())) < 20:
+        newest = newest_in_changelog()
+        # a pass runs after a batch, one a second here: keep clicking until the idle windows are gone
+        while {user for user, value in newest.items() if value is None} != idle_users:
             assert time.monotonic() < deadline, worker.log()[-3000:]
-            produce(s, [click("active0", 100 + int(time.monotonic()), 0)])
+            produce(s, [click(f"{tag}-active0", 100 + int(time.monotonic()), 0)])
             time.sleep(1)
+            newest = newest_in_changelog()
     finally:
         worker.stop(signal.SIGTERM)
-    newest: dict[str, bytes | None] = {}
-    for record in read_all(s, s.changelog_topic):
-        newest[record.key.decode()] = record.value
-    assert {user for user, value in newest.items() if value is None} == {f"{tag}-idle{u}" for u in range(20)}
-    assert {user for user, value in newest.items() if value is not None} == {f"{tag}-active{u}" for u in range(20)}
+    assert {user for user, value in newest.items() if value is not None} == active_users
+    assert re.search(r"idle windows: \d+ of \d+ expired", worker.log())
 
 
 @BOTH_MODES
