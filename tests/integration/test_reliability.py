@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import os
 import random
 import re
 import signal
@@ -147,6 +148,48 @@ def test_a_misconfigured_worker_is_one_line() -> None:
 
     code, stderr = worker_exit({**os.environ, "CLICKSTREAM_BATCH_MAX": "abc"})
     assert code == 2 and stderr.strip().splitlines() == ["error: batch_max must be int, got 'abc'"]
+
+
+def inference_processes(pid: int) -> list[int]:
+    """The worker's inference processes (multiprocessing's spawned children; not its resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if parent == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_killed_inference_process_stops_the_worker_and_a_restart_predicts_every_click(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    """The inference process dies (kill -9, the OOM killer): the worker stops without acknowledging the batch
+    it handed over (exit 70), and a restart predicts every click."""
+    clicks = sample_clicks(2_000, f"child-{settings.app_id}")
+    ensure_topics(settings, [settings.clicks_topic])
+    state = tmp_path / "state"
+    s = dataclasses.replace(settings, inference_process=True)
+    worker = worker_for(s, worker_model, state, "killed").start()
+    try:
+        assert send_all(s, s.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks[:1_000]]).failed == 0
+        predictions_by_event(s, (c.event_id for c in clicks[:1_000]), workers=[worker])
+        (child,) = inference_processes(worker.pid)
+        os.kill(child, signal.SIGKILL)
+        assert send_all(s, s.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks[1_000:]]).failed == 0
+        assert worker.process is not None and worker.process.wait(120) == 70, worker.log()[-3000:]
+    finally:
+        worker.stop(signal.SIGKILL)
+    assert "stopping the worker without acknowledging the batch in hand" in worker.log()
+
+    healthy = worker_for(s, worker_model, state, "healthy").start()
+    try:
+        found = predictions_by_event(s, (c.event_id for c in clicks), timeout_s=150, workers=[healthy])
+    finally:
+        healthy.stop(signal.SIGTERM)
+    assert set(found) == {c.event_id for c in clicks}
 
 
 def test_a_stalled_worker_dumps_its_tasks_and_exits_and_a_restart_predicts_every_click(
