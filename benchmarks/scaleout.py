@@ -3,8 +3,8 @@
 Each configuration gets fresh topics (4 partitions). The workers start first and the clicks are produced once
 every worker serves /ready and the group has settled, so both configurations are timed from the first click
 sent to the last prediction written. Reported per configuration: clicks/s, each worker's share of the clicks
-(its ``clickstream_clicks_total``) and the CPU seconds each worker process used. The broker, the producer
-and the workers share the machine's cores: on 2 cores, two workers cannot show 2x.
+(its ``clickstream_clicks_total``) and the CPU seconds each worker used, its inference process included. The
+broker, the producer and the workers share the machine's cores: on 2 cores, two workers cannot show 2x.
 """
 from __future__ import annotations
 
@@ -15,7 +15,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, bar_chart, cpu_seconds, model_dir, run_settings, table, write_results
+from benchmarks.common import (
+    RESULTS,
+    bar_chart,
+    model_dir,
+    process_tree,
+    run_settings,
+    table,
+    tree_cpu_seconds,
+    write_results,
+)
 from benchmarks.throughput import STATE, load_clicks, wait_for_output
 from benchmarks.worker_process import WorkerProcess, worker_env
 from core.kafka import ensure_topics, send_all
@@ -56,7 +65,8 @@ def run(s: Settings, model: Path, clicks: list[Click], workers: int, timeout_s: 
         for p in processes:
             p.start()
         wait_settled(ports)
-        cpu_before = [cpu_seconds(p.pid) for p in processes]
+        trees = [process_tree(p.pid) for p in processes]  # each worker and its inference process
+        cpu_before = [tree_cpu_seconds(tree) for tree in trees]
         codec = RecordCodec(Click)
         start = time.perf_counter()
         sent = send_all(s, s.clicks_topic, [(c.key, codec.encode(c), c.event_time_ms) for c in clicks])
@@ -64,7 +74,8 @@ def run(s: Settings, model: Path, clicks: list[Click], workers: int, timeout_s: 
             raise SystemExit(f"{sent.failed:,} clicks were not accepted by the broker: {sent.first_error}")
         wait_for_output(s, s.predictions_topic, len(clicks), timeout_s)
         seconds = time.perf_counter() - start
-        cpu = [cpu_seconds(p.pid) - before for p, before in zip(processes, cpu_before)]
+        cpu = [sum(after - before.get(pid, 0.0) for pid, after in tree_cpu_seconds(tree).items())
+               for tree, before in zip(trees, cpu_before)]
         shares = [metric(port, "clickstream_clicks_total") for port in ports]
     finally:
         for p in processes:
