@@ -51,6 +51,12 @@ def tree_cpu_seconds(pids: list[int]) -> dict[int, float]:
     return seconds
 
 
+def tree_cpu_used(before: dict[int, float]) -> float:
+    """CPU seconds the processes of ``before`` (:func:`tree_cpu_seconds`) used since, over those still running."""
+    after = tree_cpu_seconds(list(before))
+    return sum(after[p] - before[p] for p in after)
+
+
 def peak_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024

@@ -23,6 +23,7 @@ from benchmarks.common import (
     run_settings,
     table,
     tree_cpu_seconds,
+    tree_cpu_used,
     write_results,
 )
 from benchmarks.throughput import STATE, load_clicks, wait_for_output
@@ -65,8 +66,8 @@ def run(s: Settings, model: Path, clicks: list[Click], workers: int, timeout_s: 
         for p in processes:
             p.start()
         wait_settled(ports)
-        trees = [process_tree(p.pid) for p in processes]  # each worker and its inference process
-        cpu_before = [tree_cpu_seconds(tree) for tree in trees]
+        # each worker and its inference process
+        cpu_before = [tree_cpu_seconds(process_tree(p.pid)) for p in processes]
         codec = RecordCodec(Click)
         start = time.perf_counter()
         sent = send_all(s, s.clicks_topic, [(c.key, codec.encode(c), c.event_time_ms) for c in clicks])
@@ -74,8 +75,7 @@ def run(s: Settings, model: Path, clicks: list[Click], workers: int, timeout_s: 
             raise SystemExit(f"{sent.failed:,} clicks were not accepted by the broker: {sent.first_error}")
         wait_for_output(s, s.predictions_topic, len(clicks), timeout_s)
         seconds = time.perf_counter() - start
-        cpu = [sum(after - before.get(pid, 0.0) for pid, after in tree_cpu_seconds(tree).items())
-               for tree, before in zip(trees, cpu_before)]
+        cpu = [tree_cpu_used(before) for before in cpu_before]
         shares = [metric(port, "clickstream_clicks_total") for port in ports]
     finally:
         for p in processes:

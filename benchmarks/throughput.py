@@ -25,6 +25,7 @@ from benchmarks.common import (
     run_settings,
     table,
     tree_cpu_seconds,
+    tree_cpu_used,
     write_results,
 )
 from benchmarks.worker_process import WorkerProcess, worker_env
@@ -79,8 +80,7 @@ def run_worker(s: Settings, model: Path, count: int, app: str, name: str, timeou
         processes = process_tree(worker.pid)  # the worker and its inference process, if it has one
         cpu_before = tree_cpu_seconds(processes), cpu_seconds(broker) if broker else 0.0
         seconds = wait_for_output(s, s.predictions_topic, count, timeout_s)
-        cpu_after = tree_cpu_seconds(processes)
-        worker_cpu = sum(cpu_after[p] - cpu_before[0][p] for p in cpu_after if p in cpu_before[0])
+        worker_cpu = tree_cpu_used(cpu_before[0])
         broker_cpu = cpu_seconds(broker) - cpu_before[1] if broker else None
         rss = [peak_rss_mb(p) for p in processes]
     finally:

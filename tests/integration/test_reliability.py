@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import process_tree
 from benchmarks.worker_process import WorkerProcess, worker_env
 from core.kafka import ensure_topics, send_all
 from core.records import Click
@@ -153,14 +154,12 @@ def test_a_misconfigured_worker_is_one_line() -> None:
 def inference_processes(pid: int) -> list[int]:
     """The worker's inference processes (multiprocessing's spawned children; not its resource tracker)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child in process_tree(pid)[1:]:
         try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:
             continue  # gone meanwhile
-        if parent == pid and b"spawn_main" in cmdline:
-            found.append(int(stat.parent.name))
     return found
 
 
