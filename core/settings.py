@@ -32,6 +32,9 @@ CLICKSTREAM_INFERENCE_PROCESS  decoding, windows, inference, encoding, demand an
                            child process beside the event loop's, one batch in flight while the next is
                            read (``true`` by default: more clicks/s on two or more cores; ``false`` keeps
                            everything in one process: less memory, for a worker with one core)
+CLICKSTREAM_PREDICTOR_FACTORY  ``module:callable`` that builds the predictor, called like
+                           ``model.predictor:Predictor`` (the default); for a wrapped predictor, and for tests
+                           that inject faults in either inference mode
 CLICKSTREAM_MODEL_POLL_S   how often the worker looks for a new model version at MODEL_DIR (30; 0: never)
 CLICKSTREAM_WEB_BIND       address the worker's web server listens on (``127.0.0.1``; ``0.0.0.0`` in a pod)
 CLICKSTREAM_WEB_PORT       its port (6066): /metrics, /live, /ready, /users/{id}/intent
@@ -41,7 +44,7 @@ CLICKSTREAM_STALL_TIMEOUT_S  a worker whose committed offset stays behind, unmov
 CLICKSTREAM_GROUP_INSTANCE_ID  static group membership, a stable id per worker (not recommended: in the
                            restart benchmark a second restart with the same id never got its partitions back)
 CLICKSTREAM_STORE          Faust table store (``rocksdb://``)
-CLICKSTREAM_STATE_DIR      worker state folder: RocksDB tables (``.state/worker``)
+CLICKSTREAM_STATE_DIR      worker state folder: RocksDB tables under ``<state dir>/<app id>/`` (``.state/worker``)
 CLICKSTREAM_WIRE_FORMAT    how clicks and predictions are written: bare Avro or Avro single-object encoding
                            (``bare``); all formats are read
 CLICKSTREAM_SCHEMA_DIR     extra .avsc files of producers' schema versions, for single-object reads
@@ -110,6 +113,7 @@ class Settings:
     explain_predictions: bool = False
     # decode, windows, inference, encoding, demand and audiences in a child process, one batch in flight
     inference_process: bool = True
+    predictor_factory: str = "model.predictor:Predictor"
     session_timeout_s: int = 10
     # a worker whose committed offset on a partition stays behind the end, unmoved, this long dumps its tasks and
     # exits (code 75) for its supervisor to restart it; 0: never
@@ -167,6 +171,16 @@ class Settings:
     def rekeyed_topic(self) -> str:
         """Internal topic of clicks that arrived without their user id as key (co-partitioned with clicks)."""
         return f"{self.app_id}-clicks-rekeyed"
+
+    @property
+    def worker_state_dir(self) -> Path:
+        """The worker's RocksDB tables: a folder per app id, so that another app id never reads them."""
+        return Path(self.state_dir) / self.app_id
+
+    @property
+    def changelog_topics(self) -> list[str]:
+        """Changelogs of every table of the worker (windows, audience gates)."""
+        return [self.changelog_topic, f"{self.app_id}-user_to_audience-changelog"]
 
     @property
     def changelog_topic(self) -> str:

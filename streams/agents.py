@@ -1,11 +1,12 @@
-"""The agent ``predict_next_intent``: glue between Faust and :class:`streams.batch.BatchProcessor`.
+"""The agent ``predict_next_intent``: glue between Faust and the inference engine (streams/inference.py).
 
-Per micro-batch: hand the messages to the processor, store the changed windows, send dead letters, rekeyed
-clicks and predictions through the app's producer. With ``CLICKSTREAM_INFERENCE_PROCESS`` (the default) the
-processor and the predictor live in a child process (streams/inference.py) and one batch is in flight there
-while the agent reads the next. Nothing is acknowledged unless the whole batch was handled
-(:func:`streams.faust_glue.hold`); a failure that no message can be blamed for stops the worker process, so
-that a restart reads the batch again (at least once, never silently lost).
+Per micro-batch: sort the messages on arrival (streams/ledger.py: holes read from the log, offsets handled
+already dropped), hand them to the engine with their users' stored windows, then store the changed windows and
+send dead letters, rekeyed clicks, predictions, demand and audiences through the app's producer. One batch is in
+the engine while the agent reads the next; batches are delivered in order. The worker commits what it delivered
+itself, once the producer has flushed it, every second and before its partitions are revoked. A failure that no
+message can be blamed for stops the worker process uncommitted, so that a restart reads the batch again (at
+least once, never silently lost).
 """
 from __future__ import annotations
 
@@ -20,15 +21,14 @@ from typing import Any
 
 from faust.types import TP
 
-from core.records import Click, Prediction
-from schemas.codec import RecordCodec
 from streams import metrics
 from streams.app import app, settings
-from streams.batch import BatchProcessor, BatchResult, Counters, Message, stale_keys
+from streams.batch import BatchResult, Counters, Message, stale_keys
 from streams.derived import COUNTERS_INTERVAL_S, derived
-from streams.faust_glue import TableWrite, committed_offsets, hold, release, scan_table, send_in_batches, write_table
+from streams.faust_glue import TableWrite, commit, committed_offsets, scan_table, send_in_batches, write_table
 from streams.holes import LogReader, with_filled
-from streams.inference import ChildConfig, InferenceProcess
+from streams.inference import ChildConfig, Inference
+from streams.ledger import Ledger
 from streams.runtime import Runtime
 from streams.topics import click_sources, dead_letter_topic, predictions_topic, rekeyed_clicks_topic, user_to_window
 from streams.watchdog import ProgressWatch
@@ -38,44 +38,16 @@ log = logging.getLogger(__name__)
 EXIT_UNHANDLED_BATCH = 70  # EX_SOFTWARE
 EXIT_STALLED = 75  # EX_TEMPFAIL: a restart is expected to carry on
 WATCH_INTERVAL_S = 5.0
+COMMIT_INTERVAL_S = 1.0
 # windows read after each batch while a pass runs (~10 ms here): a million users take ~250 batches, not one
 # stall of seconds
 EXPIRY_SLICE = 4096
-runtime = Runtime()  # this worker's predictor and batch processor, shared with the web views (streams/web.py)
+runtime = Runtime()  # this worker's inference engine, shared with the web views (streams/web.py)
 progress = ProgressWatch(settings.stall_timeout_s)
+ledger = Ledger()  # what the agent handled, and what the worker commits (streams/ledger.py)
 log_reader = LogReader(settings.aiokafka_config())  # reads the offsets a batch skips (streams/holes.py)
-
-
-def load_predictor(first: bool = True) -> Any:
-    # TensorFlow loads here, when the agent starts, not when the app module is imported
-    from model.explain import DRIVERS_PER_PREDICTION
-    from model.predictor import Predictor
-
-    # at start (predictor_warm "first") the worker serves once one shape is traced (~1.5 s; batches pad to it until
-    # the compiled shapes, queued between them by compile_in_turn, are ready); a model rolled out later is loaded
-    # beside the serving one and compiled whole
-    predictor = Predictor(settings.model_dir, top_k=settings.top_k,
-                          threads=settings.inference_threads if first else None,  # fixed once per process
-                          batch_sizes=settings.predictor_batch_sizes, lengths=settings.predictor_lengths,
-                          drivers=DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
-                          warm="first" if first and settings.predictor_warm == "first" else True)
-    log.info("model %s loaded from %s; serving after %.1fs of warm-up, %d of %d shapes warmed (compiled)",
-             predictor.version, settings.model_dir, predictor.warm_s, predictor.shapes_warm, predictor.shapes_total)
-    return predictor
-
-
-async def compile_in_turn(predictor: Any) -> None:
-    """Compile the serving model's other shapes on the inference thread, one at a time, letting the batches that
-    queued behind each one run before the next: TensorFlow never compiles and predicts at once, and a batch
-    waits behind at most one shape (~4 s here)."""
-    loop = asyncio.get_running_loop()
-    await asyncio.sleep(1.0)  # the first batches first
-    for shape in predictor.shapes_to_compile():
-        await loop.run_in_executor(runtime.inference, compile_one, predictor, shape)
-        await asyncio.sleep(0.2)
-    log.info("model %s: every shape compiled (%d of %d)", predictor.version, predictor.shapes_warm,
-             predictor.shapes_total)
-    freeze_heap()
+in_flight: set[asyncio.Future[Any]] = set()  # batches handed to the engine and not yet delivered
+_commit_lock = asyncio.Lock()
 
 
 def freeze_heap(collect: bool = False) -> None:
@@ -94,13 +66,6 @@ def freeze_heap(collect: bool = False) -> None:
     log.info("garbage collector: %d objects frozen in %.2fs", gc.get_freeze_count(), time.monotonic() - started)
 
 
-def compile_one(predictor: Any, shape: tuple[int, int]) -> None:
-    try:
-        predictor.warm([shape])
-    except Exception as exc:  # the shape stays unused: batches keep running on the shapes that are ready
-        log.error("model %s: compiling shape %s failed: %s: %s", predictor.version, shape, type(exc).__name__, exc)
-
-
 def stop_unacknowledged(exc: BaseException) -> None:
     """End the process at once: the batch in hand stays unacknowledged and is read again after a restart."""
     log.critical("stopping the worker without acknowledging the batch in hand: %s: %s", type(exc).__name__, exc,
@@ -113,30 +78,9 @@ def stop_unacknowledged(exc: BaseException) -> None:
 async def predict_next_intent(stream: Any) -> None:
     """Predict the next intent after every click, one predictor call per micro-batch."""
     try:
-        if settings.inference_process:
-            await predict_in_child(stream)
-        else:
-            await predict_in_process(stream)
+        await predict(stream)
     finally:
         await log_reader.close()
-
-
-async def predict_in_process(stream: Any) -> None:
-    loop = asyncio.get_running_loop()
-    try:
-        predictor = await loop.run_in_executor(runtime.inference, load_predictor)
-    except Exception as exc:
-        stop_unacknowledged(exc)
-    processor = BatchProcessor(click_codec=RecordCodec(Click, settings.schema_id_click, **settings.codec_options()),
-                               prediction_codec=RecordCodec(Prediction, settings.schema_id_prediction,
-                                                            **settings.codec_options()),
-                               window_length=predictor.window_length, model_version=predictor.version)
-    runtime.predictor, runtime.processor = predictor, processor
-    chores = serving(predictor.version)
-    runtime.compiling = asyncio.ensure_future(compile_in_turn(predictor))
-    async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-        await handle(events, processor)
-        await chores.after_batch(processor.stream_time_ms, processor.counters)
 
 
 def serving(version: str) -> Chores:
@@ -169,25 +113,6 @@ class Chores:
             log.info("%s", counters)
 
 
-async def handle(events: list[Any], processor: BatchProcessor) -> None:
-    """One micro-batch: the offsets it skips read from the log first, then everything handed to the producer
-    before the batch is acknowledged; any failure stops the worker with the batch unacknowledged."""
-    switched_from = runtime.switch_to_pending()
-    if switched_from is not None:
-        switched(switched_from)
-    hold(events)
-    try:
-        started = time.monotonic()
-        messages, sources = await batch_messages(events)
-        result = await processor.process(messages, user_to_window.get, runtime.infer)
-        await deliver(messages, sources, result, processor.window_length, started)
-    except asyncio.CancelledError:
-        raise  # the worker is stopping: the batch stays unacknowledged and is read again
-    except Exception as exc:
-        stop_unacknowledged(exc)
-    release(events)
-
-
 def switched(switched_from: str) -> None:
     log.info("switched from model %s to %s", switched_from, runtime.predictor.version)
     freeze_heap(collect=True)
@@ -195,24 +120,37 @@ def switched(switched_from: str) -> None:
     metrics.model_info.labels(runtime.predictor.version).set(1)
 
 
-async def batch_messages(events: list[Any]) -> tuple[list[Message], list[Any]]:
-    """A batch's messages with the records of the offsets it skips, and the Faust event each one stands for
-    (its table writes and derived records are filed by that event's partition)."""
+async def batch_messages(events: list[Any], generation: int | None) -> tuple[list[Message], list[Any]]:
+    """A batch's messages to handle, sorted on arrival (streams/ledger.py), with the records of the offsets it
+    skips read from the log, and the Faust event each one stands for (its table writes and derived records are
+    filed by that event's partition)."""
+    offsets = [(e.message.topic, e.message.partition, e.message.offset) for e in events]
+    arrival = ledger.sort(offsets, generation, assigned_sources(),
+                          committed_offsets(app.consumer, {TP(t, p) for t, p, _ in offsets}))
+    if arrival.again or arrival.foreign:
+        log.debug("dropped on arrival: %d offsets handled already, %d of partitions not assigned any more",
+                  arrival.again, arrival.foreign)
+        metrics.dropped_offsets.labels("handled").inc(arrival.again)
+        metrics.dropped_offsets.labels("revoked").inc(arrival.foreign)
+    kept = [events[i] for i in arrival.keep]
     messages = [Message(e.message.key, e.message.value, e.message.topic, e.message.partition,
-                        e.message.offset, e.message.time_in or time.monotonic()) for e in events]
-    messages, origin = await fill_holes(messages)
-    return messages, [events[i] for i in origin]
+                        e.message.offset, e.message.time_in or time.monotonic()) for e in kept]
+    messages, origin = await fill_holes(messages, arrival.holes)
+    return messages, [kept[i] for i in origin]
 
 
-async def deliver(messages: list[Message], sources: list[Any], result: BatchResult, window_length: int,
-                  started: float) -> None:
+def assigned_sources() -> set[tuple[str, int]]:
+    sources = set(click_sources.topics)
+    return {(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in sources}
+
+
+async def deliver(messages: list[Message], sources: list[Any], result: BatchResult, started: float) -> None:
     """Store a handled batch's windows and hand everything it made to the producer."""
     sending = time.monotonic()
     await write_table(user_to_window, app.producer,
                       [TableWrite(key, packed, sources[index])
                        for key, (packed, index) in result.window_writes.items()], stop_unacknowledged)
-    derivation = result.derived if result.derived is not None else derived.derive_here(messages, result, window_length)
-    derived_outgoing = await derived.publish(sources, derivation, stop_unacknowledged)  # demand, audiences
+    derived_outgoing = await derived.publish(sources, result.derived, stop_unacknowledged)  # demand, audiences
     for topic, outgoing in ((dead_letter_topic, result.dead_letters),
                             (rekeyed_clicks_topic, result.rekeyed), (predictions_topic, result.predictions),
                             *derived_outgoing):
@@ -221,46 +159,49 @@ async def deliver(messages: list[Message], sources: list[Any], result: BatchResu
     observe(messages, result, started, sending, time.monotonic())
 
 
-async def start_child(first: bool = True) -> InferenceProcess:
-    """The inference process of the model at the model folder, loaded and warm (at start as
-    ``CLICKSTREAM_PREDICTOR_WARM`` says; a model rolled out later is compiled whole before it serves)."""
+async def start_engine(first: bool = True) -> Inference:
+    """The inference engine of the model at the model folder, loaded and warm (at start as
+    ``CLICKSTREAM_PREDICTOR_WARM`` says; a model rolled out later is compiled whole before it serves): in a child
+    process, or in a thread of this one (``CLICKSTREAM_INFERENCE_PROCESS=false``)."""
     from model.explain import DRIVERS_PER_PREDICTION
 
-    config = ChildConfig(settings.model_dir, settings.top_k, settings.inference_threads, settings.predictor_batch_sizes,
-                         settings.predictor_lengths, DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
+    in_process = not settings.inference_process
+    config = ChildConfig(settings.model_dir, settings.top_k,
+                         0 if in_process and not first else settings.inference_threads,  # once per process
+                         settings.predictor_batch_sizes, settings.predictor_lengths,
+                         DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
                          settings.schema_id_click, settings.schema_id_prediction, settings.codec_options(),
-                         derived.config,
+                         derived.config, settings.predictor_factory,
                          warm=settings.predictor_warm if first else "all")
-    child = await InferenceProcess(config).ready()
-    log.info("model %s loaded from %s in the inference process; serving after %.1fs of warm-up, %d of %d shapes "
-             "warmed (compiled)", child.version, settings.model_dir, child.warm_s, child.shapes_warm,
-             child.shapes_total)
-    return child
+    engine = await Inference(config, in_process=in_process).ready()
+    log.info("model %s loaded from %s in the inference %s; serving after %.1fs of warm-up, %d of %d shapes "
+             "warmed (compiled)", engine.version, settings.model_dir, "thread" if in_process else "process",
+             engine.warm_s, engine.shapes_warm, engine.shapes_total)
+    return engine
 
 
-async def predict_in_child(stream: Any) -> None:
-    """The agent with the per-click work in a child process (streams/inference.py): while the child handles a
-    batch, the next one is read and handed over; batches are delivered and acknowledged in order."""
+async def predict(stream: Any) -> None:
+    """The agent's loop: while the engine handles a batch, the next one is read and handed over; batches are
+    delivered in order, and what each delivered is noted for the next commit."""
     try:
-        runtime.predictor = await start_child()
+        runtime.predictor = await start_engine()
     except Exception as exc:
         stop_unacknowledged(exc)
-    window_length = runtime.predictor.window_length
     counters = Counters()  # of the batches delivered
     stream_time_ms = 0  # the newest event time delivered (idle windows expire against it)
     chores = serving(runtime.predictor.version)
-    in_flight: asyncio.Future[BatchResult] | None = None  # the batch before, in the child or being delivered
+    last: asyncio.Future[BatchResult] | None = None  # the batch before, in the engine or being delivered
 
-    async def finish(events: list[Any], messages: list[Message], sources: list[Any], reply: Any, started: float,
-                     window_length: int) -> BatchResult:
+    async def finish(generation: int | None, messages: list[Message], sources: list[Any], reply: Any,
+                     started: float) -> BatchResult:
         try:
             result = await reply
-            await deliver(messages, sources, result, window_length, started)
+            await deliver(messages, sources, result, started)
         except asyncio.CancelledError:
-            raise  # the worker is stopping: the batch stays unacknowledged and is read again
-        except Exception as exc:  # the child died (EOFError) or a send failed
+            raise  # the worker is stopping: the batch stays uncommitted and is read again
+        except Exception as exc:  # the engine failed or died (EOFError), or a send failed
             stop_unacknowledged(exc)
-        release(events)
+        ledger.delivered(generation, ((m.topic, m.partition, m.offset) for m in messages))
         counters.clicks += len(messages)
         counters.predictions += len(result.predictions)
         counters.dead_letters += len(result.dead_letters)
@@ -270,50 +211,51 @@ async def predict_in_child(stream: Any) -> None:
 
     try:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
-            if runtime.pending is not None:  # a new model's child is warm: it takes over between two batches
-                if in_flight is not None:
-                    stream_time_ms = max(stream_time_ms, (await in_flight).newest_event_ms)
-                    in_flight = None
+            if runtime.pending is not None:  # a new model's engine is warm: it takes over between two batches
+                if last is not None:
+                    stream_time_ms = max(stream_time_ms, (await last).newest_event_ms)
+                    last = None
                 old, runtime.predictor, runtime.pending = runtime.predictor, runtime.pending, None
                 try:
                     await runtime.predictor.take_over_from(old)
                 except Exception as exc:
                     stop_unacknowledged(exc)
                 old.close()
-                window_length = runtime.predictor.window_length
                 switched(old.version)
-            hold(events)
             try:
                 started = time.monotonic()
-                messages, sources = await batch_messages(events)
-                if derived.assigned is not None and in_flight is not None:
+                generation = app.consumer_generation_id
+                messages, sources = await batch_messages(events, generation)
+                if not messages:
+                    await chores.after_batch(stream_time_ms, counters)
+                    continue
+                if derived.assigned is not None and last is not None:
                     # a new assignment: its windows and audience states are read from the tables once the batch
-                    # in flight has written its own (the child forgets what it wrote when the generation changes)
-                    stream_time_ms = max(stream_time_ms, (await in_flight).newest_event_ms)
-                    in_flight = None
+                    # in flight has written its own (the engine forgets what it wrote when the generation changes)
+                    stream_time_ms = max(stream_time_ms, (await last).newest_event_ms)
+                    last = None
                 get = user_to_window.get  # each user's stored window read once, as update_windows does
                 stored = {key: get(key) for key in {m.key for m in messages} if key is not None}
-                reply = runtime.predictor.batch(messages, stored, app.consumer_generation_id,
-                                                derived.take_reassignment())
+                reply = runtime.predictor.batch(messages, stored, generation, derived.take_reassignment())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 stop_unacknowledged(exc)
-            if in_flight is not None:
-                stream_time_ms = max(stream_time_ms, (await in_flight).newest_event_ms)  # its output goes first
-            in_flight = asyncio.ensure_future(finish(events, messages, sources, reply, started, window_length))
+            if last is not None:
+                stream_time_ms = max(stream_time_ms, (await last).newest_event_ms)  # its output goes first
+            last = asyncio.ensure_future(finish(generation, messages, sources, reply, started))
+            in_flight.add(last)
+            last.add_done_callback(in_flight.discard)
             await chores.after_batch(stream_time_ms, counters)
     finally:
-        if in_flight is not None and not in_flight.done():
-            in_flight.cancel()  # that batch stays unacknowledged and is read again
+        if last is not None and not last.done():
+            last.cancel()  # that batch stays uncommitted and is read again
         runtime.predictor.close()
 
 
-async def fill_holes(messages: list[Message]) -> tuple[list[Message], list[int]]:
+async def fill_holes(messages: list[Message], holes: list[tuple[tuple[str, int], int, int]]
+                     ) -> tuple[list[Message], list[int]]:
     """The batch with the records of the offsets it skips (streams/holes.py), and what each message stands for."""
-    holes = progress.arrived([(m.topic, m.partition, m.offset) for m in messages],
-                             committed_offsets(app.consumer, {TP(m.topic, m.partition) for m in messages}),
-                             app.consumer_generation_id)
     filled = []
     for (topic, partition), first, seen in holes:
         records = await log_reader.read(topic, partition, first, seen)
@@ -329,15 +271,52 @@ async def fill_holes(messages: list[Message]) -> tuple[list[Message], list[int]]
     return with_filled(messages, filled)
 
 
+async def commit_delivered(rebalancing: bool = False) -> None:
+    """Commit, per partition, the offset after the last delivered one (streams/ledger.py), once the producer has
+    flushed everything those batches sent. Outside a rebalance only (the revocation commits for itself)."""
+    async with _commit_lock:
+        generation = ledger.generation
+        offsets = ledger.to_commit()
+        if not offsets or (app.rebalancing and not rebalancing):
+            return
+        await app.producer.flush()
+        if generation != ledger.generation:
+            return
+        if await commit(app.consumer, {TP(topic, partition): offset for (topic, partition), offset in offsets.items()}):
+            ledger.did_commit(generation, offsets)
+            metrics.commits.inc()
+
+
+@app.timer(interval=COMMIT_INTERVAL_S)
+async def commit_periodically() -> None:
+    await commit_delivered()
+
+
+async def before_revoke() -> None:
+    """The group rebalances (called by streams.app.IntentApp before Faust revokes anything): let the batches in
+    flight be delivered, commit what was handled, and start afresh with the next assignment. A batch that is
+    not delivered in time stays uncommitted: its clicks are read again by whoever gets the partition."""
+    pending = [f for f in in_flight if not f.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=max(1.0, settings.session_timeout_s / 2))
+    try:
+        await commit_delivered(rebalancing=True)
+    finally:
+        ledger.start(None)
+
+
+app.before_revoke.append(before_revoke)
+
+
 @app.timer(interval=WATCH_INTERVAL_S)
 async def watch_progress() -> None:
     """End a worker whose committed offsets stay behind, unmoved, for ``stall_timeout_s`` (streams/watchdog.py),
-    or whose event loop stops. Until the model is warm and while tables recover, the first clock does not run."""
-    if not settings.stall_timeout_s:
-        return
+    or whose event loop stops. Until the model is warm and while tables recover, the first clock does not run.
+    Each partition's wait is exported as a metric (``clickstream_commit_waiting_seconds``) for alerts."""
     arm_loop_watch()
     if runtime.predictor is None or not app.tables.recovery.completed.is_set():
         progress.not_watching()
+        metrics.commit_waiting.clear()
         return
     try:
         sources = set(click_sources.topics)
@@ -346,12 +325,15 @@ async def watch_progress() -> None:
             progress.not_watching()
             return
         ends = await asyncio.wait_for(app.consumer.highwaters(*tps), timeout=WATCH_INTERVAL_S)
-        late = progress.stalled({(tp.topic, tp.partition): end for tp, end in ends.items()},
-                                committed_offsets(app.consumer, tps))
+        committed = {**committed_offsets(app.consumer, tps), **ledger.known_committed()}
+        late = progress.stalled({(tp.topic, tp.partition): end for tp, end in ends.items()}, committed)
     except Exception as exc:  # the broker is away (Faust and the client log that): not this worker's stall
         log.debug("progress watch: end offsets not read: %r", exc)
         progress.not_watching()
         return
+    metrics.commit_waiting.clear()
+    for (topic, partition), waiting in progress.waiting_s.items():
+        metrics.commit_waiting.labels(topic, str(partition)).set(waiting)
     if late:
         behind = ", ".join(f"{topic}[{partition}] {done}/{end}" for (topic, partition), (done, end) in sorted(late.items()))
         log.critical("stalled: the committed offset has not moved for %ds while clicks wait (committed / end "
@@ -400,8 +382,7 @@ async def load_new_model() -> None:
             runtime.refused = None
             return
         log.info("model %s found at %s: loading it beside %s", version, settings.model_dir, runtime.predictor.version)
-        runtime.pending = (await start_child(first=False) if settings.inference_process
-                           else await loop.run_in_executor(None, load_predictor, False))
+        runtime.pending = await start_engine(first=False)
         runtime.refused = None
         log.info("model %s is warm: switching to it at the next batch", runtime.pending.version)
     except ModelError as exc:

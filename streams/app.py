@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import faust
 
@@ -22,12 +24,25 @@ except ConfigError as exc:  # one line, worded like the CLI's, instead of a trac
     raise SystemExit(exc.exit_code) from None
 
 class IntentApp(faust.App):
-    """The Faust app, with the worker's checks before it joins the consumer group."""
+    """The Faust app, with the worker's checks before it joins the consumer group, and the agent's say before
+    partitions are revoked."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # awaited first when the group rebalances, before Faust revokes tables and streams (streams/agents.py:
+        # the batches in flight are delivered and committed)
+        self.before_revoke: list[Callable[[], Awaitable[None]]] = []
 
     async def on_first_start(self) -> None:
         check_before_joining()
         throttle_repeats()  # Faust has set up logging by now: a broker outage logs once per 10 s, with counts
         await super().on_first_start()
+
+    async def _on_partitions_revoked(self, revoked: set[Any]) -> None:  # Faust's rebalance callback
+        if not self.should_stop:
+            for hook in self.before_revoke:
+                await hook()
+        await super()._on_partitions_revoked(revoked)
 
 
 app = IntentApp(
@@ -35,7 +50,7 @@ app = IntentApp(
     broker=settings.faust_broker,
     broker_credentials=settings.faust_credentials(),
     store=settings.store,
-    datadir=settings.state_dir,
+    datadir=str(settings.worker_state_dir),  # a folder per app id (streams/state.py)
     autodiscover=["streams.agents", "streams.web"],
     web_bind=settings.web_bind,
     web_port=settings.web_port,
@@ -57,7 +72,8 @@ app = IntentApp(
 
 
 def check_before_joining() -> None:
-    """A usable model, a reachable broker, and every topic with agreeing partition counts.
+    """A usable model, a reachable broker, every topic with agreeing partition counts, and a state folder built
+    from this app's changelogs (streams/state.py).
 
     Problems end the worker with one clear line and the CLI's exit code. Run when the app service first starts
     (``faust -A streams.app worker``), not when the app is imported: ``faust -A streams.app --help``,
@@ -66,12 +82,14 @@ def check_before_joining() -> None:
     from core.errors import ClickstreamError
     from core.kafka import check_co_partitioned, ensure_topics
     from model.artifact import read_manifest
+    from streams.state import check_owner
 
     try:
         read_manifest(settings.model_dir)
         ensure_topics(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.predictions_topic,
                                  settings.dead_letter_topic, settings.demand_topic, settings.audiences_topic])
         check_co_partitioned(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.changelog_topic])
+        check_owner(settings)
     except ClickstreamError as exc:
         # the worker has redirected sys.stderr into its log by now: write to the real stderr
         print(f"error: {exc}", file=sys.__stderr__, flush=True)

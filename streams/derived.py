@@ -1,8 +1,8 @@
 """What the worker derives from each micro-batch's predictions: category demand and marketing audiences.
 
 Glue between the agent (``streams/agents.py``) and :class:`streams.deriving.Deriving`, which holds the pure
-logic of ``streams/demand.py`` and ``streams/audience.py`` and runs where the batch is handled: here, or in the
-inference process, which hands back the batch's :class:`~streams.deriving.Derivation`. :meth:`Derived.publish`
+logic of ``streams/demand.py`` and ``streams/audience.py`` and runs in the inference engine
+(``streams/inference.py``), which hands back each batch's :class:`~streams.deriving.Derivation`. :meth:`Derived.publish`
 runs inside the agent's handled batch: the audience states it writes and the messages it returns go out with
 the batch's predictions, before the batch is acknowledged. Nothing here reads the predictions topic again:
 Faust's per-message cost would eat the budget.
@@ -16,8 +16,8 @@ from typing import Any
 
 from streams import metrics
 from streams.app import app, settings
-from streams.batch import BatchResult, Message, Outgoing
-from streams.deriving import Derivation, Deriving, DerivingConfig, Reassignment
+from streams.batch import Outgoing
+from streams.deriving import Derivation, DerivingConfig, Reassignment
 from streams.faust_glue import TableWrite, write_table
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ class Derived:
                                      settings.partitions, settings.audience, settings.audience_threshold,
                                      settings.audience_rearm_threshold, settings.audience_session_gap_s * 1000,
                                      settings.codec_options())
-        self.here = Deriving(self.config)  # used when the batches are handled in this process
         self.assigned: set[int] | None = None  # partitions of the newest assignment, until the next batch
         self.next_report = time.monotonic() + COUNTERS_INTERVAL_S
 
@@ -61,10 +60,6 @@ class Derived:
         log.info("demand and audiences: partitions %s assigned; %d audience user states loaded",
                  sorted(partitions), len(states))
         return Reassignment(partitions, states)
-
-    def derive_here(self, messages: Sequence[Message], result: BatchResult, window_length: int) -> Derivation:
-        """The batch's derivation, made in this process."""
-        return self.here.derive(messages, result, window_length, self.take_reassignment())
 
     async def publish(self, events: Sequence[Any], out: Derivation,
                       on_failure: Callable[[BaseException], None]) -> list[tuple[Any, list[Outgoing]]]:

@@ -3,11 +3,10 @@
 1. ``faust.streams._current_event`` (private): Faust's RocksDB store files a table write under the partition
    of the *current event*, which a micro-batch does not have. :func:`current_event_of` makes it the user's
    own click for the duration of a write, which is what ``Stream`` itself does per event.
-2. Message reference counts (public ``Message.incref``): ``Stream.take_events`` acknowledges a batch's
-   messages when the batch ends, even when handling it failed. :func:`hold` takes one more reference per
-   message and :func:`release` acknowledges it (``Event.ack``) only when the batch was handled, before or after
-   the stream's own acknowledgement, so a failed or cancelled batch is never
-   acknowledged: its offsets are not committed and a restarted worker reads it again.
+2. Commits (``Consumer._thread.commit``, private; the ``App._on_partitions_revoked`` hook in streams/app.py): the
+   clicks topics are declared with ``acks=False``, so Faust's consumer never commits them, and :func:`commit`
+   commits the offsets the worker handled (streams/ledger.py) through Faust's consumer thread, which owns the
+   aiokafka consumer.
 3. The app producer's aiokafka producer (``Producer._ensure_producer``, private): :func:`send_in_batches`
    builds one record batch per partition with aiokafka's compiled batch builder instead of one Faust send
    per message. Faust flushes this same producer before it commits offsets, so delivery is unchanged.
@@ -18,8 +17,9 @@
    (``ProducerBuffer.flush_atmost``): under load a commit could pass records still queued, and a kill -9 then
    lost them while their clicks stayed committed (the changelog, which other workers recover from, missed the
    window). Records handed to aiokafka before the batch is acknowledged are covered by the commit's flush.
-5. The consumer's last committed offsets (``Consumer._committed_offset``, private): :func:`committed_offsets`
-   tells the progress watchdog (streams/watchdog.py) where the group stands on each assigned partition.
+5. The consumer's committed offsets as read by its seek at an assignment (``Consumer._committed_offset``,
+   private): :func:`committed_offsets` tells the ledger (streams/ledger.py) where each newly assigned partition
+   starts.
 6. The RocksDB store's databases (``Store._dbs``, private, and its ``offset_key``): :func:`scan_table` reads a
    table's active partitions a slice at a time from where the last slice ended, so that a pass over every
    stored window never holds the event loop for the whole table, as ``table.items()`` in one go does.
@@ -86,18 +86,10 @@ def scan_table(table: Any, after: tuple[int, bytes] | None, limit: int
     return items, None
 
 
-def hold(events: Sequence[Any]) -> None:
-    """Keep the events' messages unacknowledged, whatever ``take_events`` does, until :func:`release`."""
-    for event in events:
-        event.message.incref()
-
-
-def release(events: Sequence[Any]) -> None:
-    """Give back what :func:`hold` took, as an acknowledgement: a message whose stream acknowledged it already
-    (``take_events`` does when the agent asks for the next batch) is acknowledged to the consumer here, for a
-    plain decrement would leave it unacknowledged for good."""
-    for event in events:
-        event.ack()
+async def commit(consumer: Any, offsets: dict[TP, int]) -> bool:
+    """Commit ``offsets`` (the next offset to read, per partition) for the consumer group; False when the group
+    rebalanced meanwhile (Faust's consumer crashes the worker on any other failure, as for its own commits)."""
+    return bool(await consumer._thread.commit(offsets))
 
 
 @dataclasses.dataclass(frozen=True)

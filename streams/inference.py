@@ -1,18 +1,19 @@
-"""The per-click work of the worker in a child process (``CLICKSTREAM_INFERENCE_PROCESS``).
+"""Where each batch's per-click work runs: an inference process beside the worker's (the default), or a thread
+of the worker's own process (``CLICKSTREAM_INFERENCE_PROCESS=false``, for a worker with one core).
 
-The event loop's thread sets the worker's rate: everything Python does per click in its process shares one
-core, however many the machine has. With this setting the worker's process keeps what needs Faust (reading
-stored windows and audience states, the holes, table writes, sends and acknowledgements) and a child process
-holding the predictor, a :class:`~streams.batch.BatchProcessor` and a :class:`~streams.deriving.Deriving` does
-the rest: decoding and checks, window updates, the predictor call, encoding the predictions, category demand
-and audiences. While the child works on one batch the event loop reads the next.
+Either way it is the same engine: :func:`serve` holds the predictor, a :class:`~streams.batch.BatchProcessor`
+and a :class:`~streams.deriving.Deriving` and answers requests from a pair of queues, in order, each request
+exactly one reply. It decodes and checks the clicks, updates the windows, calls the predictor, encodes the
+predictions and derives category demand and audiences; the worker keeps what needs Faust (reading stored windows
+and audience states, the holes, table writes, sends and commits). In the process, the event loop's thread reads
+the next batch while the child works on one.
 
-One pipe carries requests and replies in order, each request exactly one reply. A batch's request holds its
-messages, the stored windows of their keys and a new assignment if one came before it; the child prefers the
-windows it wrote itself in its last two batches (their table writes may still be on the way), and forgets
-them when the consumer group's generation changes (a rebalance may have moved users). A child that dies ends
-the worker through the failed batch. When a new model's child takes over, it adopts the open demand windows
-and audience gates of the one before.
+A batch's request holds its messages, the stored windows of their keys and a new assignment if one came before
+it; the engine prefers the windows it wrote itself in its last two batches (their table writes may still be on
+the way), and forgets them when the consumer group's generation changes (a rebalance may have moved users). An
+engine that dies ends the worker through the failed batch. When a new model's engine takes over, it adopts the
+open demand windows and audience gates of the one before. The predictor is built by name
+(``CLICKSTREAM_PREDICTOR_FACTORY``), so that a wrapped or fault-injecting predictor runs in either mode.
 """
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ import asyncio
 import dataclasses
 import functools
 import gc
+import importlib
 import logging
 import multiprocessing
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,22 +50,48 @@ class ChildConfig:
     prediction_schema_id: int | None
     codec_options: dict[str, Any]
     deriving: DerivingConfig
+    predictor_factory: str = "model.predictor:Predictor"  # module:callable, called like Predictor
     # "first": serve once one shape is traced, compile the others one after a batch each (as the worker does in
     # its own process); "all": every shape compiled before the child is ready (a model rolled out later)
     warm: str = "all"
 
 
+def predictor_factory(name: str) -> Any:
+    """The callable named ``module:attribute``."""
+    module, _, attribute = name.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def child_main(conn: Any, config: ChildConfig) -> None:
-    """The child: load and warm the model, then answer requests until the pipe closes."""
+    """The inference process: end with the worker, then :func:`serve`."""
+    _die_with_parent()
+    serve(conn, config)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the worker's process ends, even by kill -9 or os._exit (a child
+    stuck in the predictor would otherwise outlive it)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def serve(conn: Any, config: ChildConfig) -> None:
+    """The engine: load and warm the model, then answer requests until the queue closes."""
     from core.records import Click, Prediction
-    from model.predictor import Predictor
     from schemas.codec import RecordCodec
-    from streams.batch import BatchProcessor, predict_isolating
+    from streams.batch import BatchProcessor
 
     try:
-        predictor = Predictor(config.model_dir, top_k=config.top_k, threads=config.threads,
-                              batch_sizes=config.batch_sizes, lengths=config.lengths, drivers=config.drivers,
-                              warm="first" if config.warm == "first" else True)
+        predictor = predictor_factory(config.predictor_factory)(
+            config.model_dir, top_k=config.top_k, threads=config.threads or None, batch_sizes=config.batch_sizes,
+            lengths=config.lengths, drivers=config.drivers, warm="first" if config.warm == "first" else True)
         processor = BatchProcessor(
             click_codec=RecordCodec(Click, config.click_schema_id, **config.codec_options),
             prediction_codec=RecordCodec(Prediction, config.prediction_schema_id, **config.codec_options),
@@ -76,6 +106,24 @@ def child_main(conn: Any, config: ChildConfig) -> None:
     gc.freeze()  # TensorFlow's objects out of the collector's sight, as in the worker (streams/agents.py)
     conn.send(("ready", predictor.version, predictor.window_length, predictor.warm_s, predictor.shapes_warm,
                predictor.shapes_total))
+    try:
+        _answer(conn, predictor, processor, deriving)
+    except Exception as exc:  # the batch in hand fails: the worker stops without acknowledging it
+        log.error("inference engine failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        conn.send(EngineFailure(f"{type(exc).__name__}: {exc}"))
+        conn.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineFailure:
+    """The reply of an engine that could not answer a request: the worker raises it."""
+
+    reason: str
+
+
+def _answer(conn: Any, predictor: Any, processor: Any, deriving: Deriving) -> None:
+    from streams.batch import predict_isolating
+
     to_compile = predictor.shapes_to_compile()
     recent: list[dict[bytes, bytes]] = [{}, {}]  # windows written by the last two batches, newest first
     generation = None
@@ -124,18 +172,53 @@ def _newest(recent: list[dict[bytes, bytes]], stored: dict[bytes, bytes | None],
     return stored.get(key)
 
 
-class InferenceProcess:
-    """The worker's handle on its child: start it, hand it batches, close it. ``version`` and
-    ``window_length`` are the child's model's, as a :class:`model.predictor.Predictor` has them."""
+class _QueueEnd:
+    """One end of a pair of in-process queues, with the pipe's ``send``/``recv``/``close``: the engine's thread and
+    the worker exchange the same requests and replies as over the inference process's pipe (without pickling)."""
 
-    def __init__(self, config: ChildConfig) -> None:
+    _CLOSED = object()
+
+    def __init__(self, inbox: queue.SimpleQueue, outbox: queue.SimpleQueue) -> None:
+        self._inbox, self._outbox = inbox, outbox
+
+    @classmethod
+    def pair(cls) -> tuple[_QueueEnd, _QueueEnd]:
+        a, b = queue.SimpleQueue(), queue.SimpleQueue()
+        return cls(a, b), cls(b, a)
+
+    def send(self, obj: Any) -> None:
+        self._outbox.put(obj)
+
+    def recv(self) -> Any:
+        obj = self._inbox.get()
+        if obj is self._CLOSED:
+            self._inbox.put(obj)  # every later read ends too
+            raise EOFError("the other end is closed")
+        return obj
+
+    def close(self) -> None:
+        self._outbox.put(self._CLOSED)
+
+
+class Inference:
+    """The worker's handle on its engine (:func:`serve`), in a child process or in a thread: start it, hand it
+    batches, close it. ``version`` and ``window_length`` are the engine's model's, as a
+    :class:`model.predictor.Predictor` has them."""
+
+    def __init__(self, config: ChildConfig, in_process: bool = False) -> None:
         self.config = config
-        context = multiprocessing.get_context("spawn")  # no copy of the worker's threads and event loop
-        self._conn, child_end = context.Pipe()
-        self.process = context.Process(target=child_main, args=(child_end, config), daemon=True,
-                                       name="clickstream-inference")
-        self.process.start()
-        child_end.close()
+        self.process: Any = None
+        if in_process:
+            self._conn, engine_end = _QueueEnd.pair()
+            self.thread = threading.Thread(target=serve, args=(engine_end, config), daemon=True, name="inference")
+            self.thread.start()
+        else:
+            context = multiprocessing.get_context("spawn")  # no copy of the worker's threads and event loop
+            self._conn, child_end = context.Pipe()
+            self.process = context.Process(target=child_main, args=(child_end, config), daemon=True,
+                                           name="clickstream-inference")
+            self.process.start()
+            child_end.close()
         # requests go out and replies come in on threads of their own, in order: the event loop never blocks
         # on the pipe, and each reply resolves the future of its request
         self._send = ThreadPoolExecutor(1, thread_name_prefix="inference-send")
@@ -145,14 +228,14 @@ class InferenceProcess:
         self.warm_s = 0.0
         self.shapes_warm = self.shapes_total = 0
 
-    async def ready(self) -> InferenceProcess:
-        """Wait until the child has loaded and warmed its model; raise if it could not."""
+    async def ready(self) -> Inference:
+        """Wait until the engine has loaded and warmed its model; raise if it could not."""
         reply = await self._request(None)
         if reply[0] != "ready":
             self.close()
             if reply[0] == "refused":
                 raise ModelError(reply[1])
-            raise RuntimeError(f"the inference process could not load the model at {self.config.model_dir}: "
+            raise RuntimeError(f"the inference engine could not load the model at {self.config.model_dir}: "
                                f"{reply[1]}")
         _, self.version, self.window_length, self.warm_s, self.shapes_warm, self.shapes_total = reply
         return self
@@ -161,17 +244,23 @@ class InferenceProcess:
         loop = asyncio.get_running_loop()
         if request is not None:
             loop.run_in_executor(self._send, self._conn.send, request)
-        return loop.run_in_executor(self._receive, self._conn.recv)
+        return loop.run_in_executor(self._receive, self._reply)
+
+    def _reply(self) -> Any:
+        reply = self._conn.recv()
+        if isinstance(reply, EngineFailure):
+            raise RuntimeError(f"the inference engine failed: {reply.reason}")
+        return reply
 
     def batch(self, messages: list[Message], stored: dict[bytes, bytes | None], generation: int,
               reassignment: Reassignment | None) -> asyncio.Future[Any]:
         """Start one batch; the future gives its :class:`~streams.batch.BatchResult`, with its derivation
-        (EOFError: the child died)."""
+        (EOFError: the engine died)."""
         raw = [(m.key, m.value, m.topic, m.partition, m.offset, m.received_s) for m in messages]
         return self._request(("batch", raw, stored, generation, reassignment))
 
-    async def take_over_from(self, old: InferenceProcess) -> None:
-        """Adopt the open demand windows and audience gates of ``old``'s child (no batch in flight in either)."""
+    async def take_over_from(self, old: Inference) -> None:
+        """Adopt the open demand windows and audience gates of ``old``'s engine (no batch in flight in either)."""
         await self._request(("adopt", await old._request(("handover",))))
 
     async def predict_one(self, window: Any) -> Any:
@@ -179,7 +268,7 @@ class InferenceProcess:
         return await self._request(("predict", window))
 
     def close(self) -> None:
-        """Close the pipe: the child's next read ends it (never waited for here: the event loop goes on)."""
+        """Close the pipe: the engine's next read ends it (never waited for here: the event loop goes on)."""
         self._conn.close()
         self._send.shutdown(wait=False)
         self._receive.shutdown(wait=False)

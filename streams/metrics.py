@@ -9,11 +9,12 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)  # process_start_time_seconds: restarts (a crash, the watchdog's exit) show
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 clicks = Counter("clickstream_clicks", "Messages read from the clicks topics", registry=REGISTRY)
@@ -24,6 +25,13 @@ rekeyed = Counter("clickstream_rekeyed", "Unkeyed clicks sent round through the 
 skipped_offsets = Counter("clickstream_skipped_offsets", "Records of the clicks topics that Faust's consumer never "
                           "handed to the agent (a hole before a later offset): read from the log and handled "
                           "instead (streams/holes.py)", registry=REGISTRY)
+dropped_offsets = Counter("clickstream_dropped_offsets", "Messages dropped on arrival: handled already in this "
+                          "assignment (a seek back), or of a partition revoked meanwhile (its new owner reads it)",
+                          ["reason"], registry=REGISTRY)
+commits = Counter("clickstream_commits", "Offset commits of the clicks topics made by the worker", registry=REGISTRY)
+commit_waiting = Gauge("clickstream_commit_waiting_seconds", "Per assigned partition, how long its committed offset "
+                       "has stood still while clicks wait behind it (0: none wait); the worker exits at "
+                       "CLICKSTREAM_STALL_TIMEOUT_S", ["topic", "partition"], registry=REGISTRY)
 expired_windows = Counter("clickstream_expired_windows", "Windows of idle users deleted", registry=REGISTRY)
 batch_size = Histogram("clickstream_batch_size", "Messages per micro-batch",
                        buckets=(1, 8, 32, 64, 128, 256, 512, 1024), registry=REGISTRY)

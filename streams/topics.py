@@ -10,7 +10,8 @@ rekeyed_clicks_topic = app.topic(settings.rekeyed_topic, **_raw)
 predictions_topic = app.topic(settings.predictions_topic, **_raw)
 dead_letter_topic = app.topic(settings.dead_letter_topic, **_raw)
 # What the agent reads: clicks, and the clicks that arrived without their user id as key (see agents.py).
-click_sources = app.topic(settings.clicks_topic, rekeyed_clicks_topic.get_topic_name(), **_raw)
+# acks=False: Faust's consumer never commits them; the worker commits what it handled (streams/ledger.py).
+click_sources = app.topic(settings.clicks_topic, rekeyed_clicks_topic.get_topic_name(), acks=False, **_raw)
 
 # use_partitioner: a user's changelog record goes to the partition of the user's clicks (same key, same
 # murmur2 partitioner), so a partition's windows move with it on a rebalance, and expiry may delete keys

@@ -19,7 +19,7 @@ from core.settings import Settings
 from schemas.codec import RecordCodec
 from tests.conftest import REPO
 from tests.integration.conftest import read_all, sample_clicks
-from tests.integration.worker import TEST_SHAPES, predictions_by_event, predictions_or_takeover, produce, worker_for
+from tests.integration.worker import TEST_SHAPES, predictions_by_event, produce, worker_for
 
 CLICK, DEMAND, AUDIENCE = RecordCodec(Click), RecordCodec(CategoryDemand), RecordCodec(AudienceEntry)
 MIN = 60_000
@@ -124,10 +124,9 @@ def test_demand_windows_equal_a_direct_computation_from_the_predictions(
 
 
 def scripted_worker(settings: Settings, model: Path, state: Path, name: str) -> WorkerProcess:
-    # the script replaces Predictor.predict in the worker's own process: the predictor must run there
-    env = worker_env(dataclasses.replace(settings, **TEST_SHAPES, inference_process=False), model, state,
-                     PYTHONPATH=str(REPO))
-    return WorkerProcess(env, state.parent / f"{name}.log", app="tests.integration.scripted_app")
+    """A worker in the default mode whose inference engine builds the scripted predictor."""
+    s = dataclasses.replace(settings, **TEST_SHAPES, predictor_factory="tests.integration.faults:ScriptedPredictor")
+    return WorkerProcess(worker_env(s, model, state, PYTHONPATH=str(REPO)), state.parent / f"{name}.log")
 
 
 def test_audiences_enter_once_per_session_across_a_worker_restart(
@@ -157,7 +156,6 @@ def test_audiences_enter_once_per_session_across_a_worker_restart(
                 | {(f"{u}-{s.app_id}", f"{u}-{s.app_id}@{t0 + 45 * MIN}", f"{u}-45-{s.app_id}") for u in by_gap})
     first = scripted_worker(s, worker_model, tmp_path / "first" / "state", "first")
     second = scripted_worker(s, worker_model, tmp_path / "second" / "state", "second")  # recovers from changelogs
-    third = scripted_worker(s, worker_model, tmp_path / "third" / "state", "third")  # only if the second stalls
     try:
         first.start()
         produce(s, before)
@@ -166,13 +164,12 @@ def test_audiences_enter_once_per_session_across_a_worker_restart(
         entered_before = [AUDIENCE.decode(r.value) for r in read_all(s, s.audiences_topic)]
         second.start()
         produce(s, after)
-        predictions_or_takeover(s, (c.event_id for c in after), second, third)
+        predictions_by_event(s, (c.event_id for c in after), workers=[second])
         time.sleep(2)
         entries = [AUDIENCE.decode(r.value) for r in read_all(s, s.audiences_topic)]
     finally:
         first.stop(signal.SIGKILL)
         second.stop(signal.SIGTERM)
-        third.stop(signal.SIGTERM)
     assert len(entered_before) == len(by_id) + len(by_gap) + len(held)
     got = {(e.user_id, e.session_id, e.event_id) for e in entries}
     assert got == expected, (f"missing {sorted(expected - got)[:5]}, unexpected {sorted(got - expected)[:5]}\n"

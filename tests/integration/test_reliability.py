@@ -25,7 +25,6 @@ from tests.integration.worker import (
     TEST_SHAPES,
     clicks_offsets,
     predictions_by_event,
-    predictions_or_takeover,
     stall_report,
     worker_for,
 )
@@ -35,10 +34,10 @@ pytestmark = pytest.mark.slow
 
 
 def faulty_worker(settings: Settings, model: Path, state: Path, fault: str, name: str) -> WorkerProcess:
-    # the faults replace Predictor.predict in the worker's own process: the predictor must run there
-    env = worker_env(dataclasses.replace(settings, **TEST_SHAPES, inference_process=False), model, state,
-                     CLICKSTREAM_TEST_FAULT=fault, PYTHONPATH=str(REPO))
-    return WorkerProcess(env, state.parent / f"{name}.log", app="tests.integration.faulty_app")
+    """A worker in the default mode whose inference engine builds a predictor that fails on purpose."""
+    s = dataclasses.replace(settings, **TEST_SHAPES, predictor_factory="tests.integration.faults:FaultyPredictor")
+    env = worker_env(s, model, state, CLICKSTREAM_TEST_FAULT=fault, PYTHONPATH=str(REPO))
+    return WorkerProcess(env, state.parent / f"{name}.log")
 
 
 def dead_letters(settings: Settings, count: int, timeout_s: float = 60.0) -> list:
@@ -204,8 +203,8 @@ def test_a_stalled_worker_dumps_its_tasks_and_exits_and_a_restart_predicts_every
     log = stalling.log()
     assert "stalled: the committed offset has not moved for 15s while clicks wait" in log
     dump = log.split("What every task was doing", 1)[1]
-    assert "THREAD inference_0" in dump and "in faulty_predict" in dump  # the dump shows where it hung
-    assert "in faulty_predict" in stall_report(settings, [stalling])  # what a test timeout would print
+    assert "predict_next_intent" in dump  # the dump shows the agent, awaiting the engine's reply
+    assert "predict_next_intent" in stall_report(settings, [stalling])  # what a test timeout would print
 
     healthy = worker_for(watched, worker_model, state, "healthy").start()
     try:
@@ -221,8 +220,10 @@ def test_a_worker_whose_event_loop_stops_dumps_every_thread_and_exits(
         settings: Settings, worker_model: Path, tmp_path: Path) -> None:
     clicks = sample_clicks(1_000, f"frozen-{settings.app_id}")
     ensure_topics(settings, [settings.clicks_topic])
-    frozen = faulty_worker(dataclasses.replace(settings, stall_timeout_s=10), worker_model, tmp_path / "state",
-                           "block-loop-after-2", "frozen")
+    state = tmp_path / "state"
+    frozen = WorkerProcess(worker_env(dataclasses.replace(settings, **TEST_SHAPES, stall_timeout_s=10), worker_model,
+                                      state, PYTHONPATH=str(REPO)), state.parent / "frozen.log",
+                           app="tests.integration.faulty_app")
     frozen.start()
     assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks]).failed == 0
     assert frozen.process is not None and frozen.process.wait(120) == 1
@@ -243,9 +244,8 @@ def test_committed_offsets_reach_the_end_after_a_kill_9_loop(
         time.sleep(4)
         worker.stop(signal.SIGKILL)
     last = worker_for(settings, worker_model, state, "last").start()
-    again = worker_for(settings, worker_model, state, "again")  # started only if the last one stalls
     try:
-        found = predictions_or_takeover(settings, (c.event_id for c in clicks), last, again, first_timeout_s=240)
+        found = predictions_by_event(settings, (c.event_id for c in clicks), timeout_s=240, workers=[last])
         deadline = time.monotonic() + 60
         while True:
             behind = {p: end - (committed or 0) for p, (committed, end) in clicks_offsets(settings).items()}
@@ -254,7 +254,6 @@ def test_committed_offsets_reach_the_end_after_a_kill_9_loop(
             time.sleep(1)
     finally:
         last.stop(signal.SIGTERM)
-        again.stop(signal.SIGTERM)
     assert set(found) == {c.event_id for c in clicks}
     assert not any(behind.values()), f"committed offsets behind the end of the clicks topic: {behind}"
 

@@ -23,7 +23,6 @@ from tests.integration.worker import (
     clicks_offsets,
     expected_windows,
     predictions_by_event,
-    predictions_or_takeover,
     produce,
     worker_for,
 )
@@ -126,18 +125,16 @@ def test_kill_9_and_restart_loses_nothing(settings: Settings, worker_model: Path
     clicks = sample_clicks(10_000, f"crash-{settings.app_id}")
     worker = worker_for(settings, worker_model, tmp_path / "state", "first")
     restarted = worker_for(settings, worker_model, tmp_path / "state", "second")
-    again = worker_for(settings, worker_model, tmp_path / "state", "third")
     try:
         worker.start()
         produce(settings, clicks)
         predictions_by_event(settings, (c.event_id for c in clicks[:2_000]))  # mid-stream
         worker.stop(signal.SIGKILL)
         restarted.start()
-        found = predictions_or_takeover(settings, (c.event_id for c in clicks), restarted, again)
+        found = predictions_by_event(settings, (c.event_id for c in clicks), workers=[restarted])
     finally:
         worker.stop(signal.SIGKILL)
         restarted.stop(signal.SIGTERM)
-        again.stop(signal.SIGTERM)
     assert set(found) >= {c.event_id for c in clicks}
     duplicates = sum(len(p) - 1 for p in found.values())
     print(f"duplicates after kill -9: {duplicates}")
@@ -200,7 +197,6 @@ def test_second_worker_takes_over_with_windows_from_the_changelog(
     clicks = sample_clicks(8_000, f"pair-{settings.app_id}")
     first = worker_for(settings, worker_model, tmp_path / "a" / "state", "a")
     second = worker_for(settings, worker_model, tmp_path / "b" / "state", "b")
-    third = worker_for(settings, worker_model, tmp_path / "c" / "state", "c")
     try:
         first.start()
         second.start()
@@ -209,11 +205,10 @@ def test_second_worker_takes_over_with_windows_from_the_changelog(
         assert "clicks" in first.log() and "clicks" in second.log()
         first.stop(signal.SIGTERM)  # stopped mid-run: the survivor takes its partitions over
         produce(settings, clicks[4_000:])
-        found = predictions_or_takeover(settings, (c.event_id for c in clicks), second, third)
+        found = predictions_by_event(settings, (c.event_id for c in clicks), workers=[second])
     finally:
         first.stop(signal.SIGKILL)
         second.stop(signal.SIGTERM)
-        third.stop(signal.SIGTERM)
     assert set(found) >= {c.event_id for c in clicks}
     # the survivor continued the first worker's users from their recovered windows
     expected = expected_windows(clicks, 50)

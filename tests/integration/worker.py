@@ -131,30 +131,6 @@ def stall_report(settings: Settings, workers: Sequence[WorkerProcess]) -> str:
     return "\n".join(lines)
 
 
-def predictions_or_takeover(settings: Settings, event_ids: Iterable[str], running: WorkerProcess,
-                            takeover: WorkerProcess, first_timeout_s: float = 150.0) -> dict[str, list[Prediction]]:
-    """``predictions_by_event``; if the running worker stalls, it is stopped and ``takeover`` starts and must
-    predict every click.
-
-    A worker that started after another one stopped (a restart, a takeover) can stop processing, with no error
-    (README: known issues, faust-streaming #175 alike; not root-caused). (Until the worker read skipped offsets
-    from the log, streams/holes.py, some such "stalls" in CI were clicks committed without a prediction.) In
-    production its progress watchdog ends it (exit 75) and its supervisor restarts
-    it; here one more worker plays that restart. That is a liveness problem; a loss would be a click committed
-    without its prediction, which stays missing whatever worker comes next: one more worker, recovering from the
-    changelogs, must still deliver every click, and the caller checks windows and state as if nothing happened.
-    The timeout's report (the stalled worker's task dump, the group's offsets) is printed.
-    """
-    ids = list(event_ids)
-    try:
-        return predictions_by_event(settings, ids, first_timeout_s, workers=[running])
-    except TimeoutError as exc:
-        print(f"worker stalled ({exc}); one more worker takes over")
-        running.stop(signal.SIGTERM)
-        takeover.start()
-        return predictions_by_event(settings, ids, workers=[takeover])
-
-
 def expected_windows(clicks: Iterable[Click], max_events: int) -> dict[str, UserWindow]:
     """Windows of an uninterrupted run: every click once, in production order per user."""
     windows: dict[str, UserWindow] = {}

@@ -11,7 +11,7 @@ import faust.transport.drivers.aiokafka
 from faust.types import TP
 from faust.types import Message as FaustMessage
 
-from streams.faust_glue import committed_offsets, current_event_of, hold, release, scan_table
+from streams.faust_glue import committed_offsets, current_event_of, scan_table
 
 
 class Event:
@@ -40,27 +40,41 @@ def test_current_event_is_what_the_table_store_reads() -> None:
     assert faust.streams.current_event() is None
 
 
-def test_held_messages_are_acknowledged_only_once_released() -> None:
-    done, failed = Event(faust_message(1)), Event(faust_message(2))
-    for event in (done, failed):
-        event.message.incref()  # the stream's own reference, given back by take_events when a batch ends
-    hold([done, failed])
-    release([done])  # the batch handled; the other failed and is never released
-    # take_events then acks every event of the batch: only the completed one reaches a final ack
-    assert done.message.ack(Consumer()) is True and done.message.acked
-    assert failed.message.ack(Consumer()) is False and not failed.message.acked
+def test_a_source_topic_without_acks_is_never_committed_by_faust() -> None:
+    """The clicks topics are declared with acks=False: Faust's consumer then records no acknowledgement of
+    their messages, so that its commits never touch them (the worker commits them, streams/ledger.py)."""
+    app = faust.App("glue-test", broker="kafka://127.0.0.1:1")
+    topic = app.topic("glue-clicks", acks=False)
+    app.topics.add(topic)
+    asyncio.run(app.topics._update_indices())
+    assert app.topics.acks_enabled_for("glue-clicks") is False
 
 
-def test_a_batch_released_after_the_stream_acknowledged_it_is_acknowledged() -> None:
-    """With the inference process a batch is delivered after the agent asked for the next one, so after
-    take_events's own acknowledgement: the release must then be the final acknowledgement."""
-    event = Event(faust_message(1))
-    event.message.incref()  # the stream's reference
-    hold([event])
-    assert event.message.ack(Consumer()) is False  # take_events, when the agent asks for the next batch
-    assert not event.message.acked
-    release([event])
-    assert event.message.acked and event.message.refcount == 0
+def test_commits_go_through_faust_s_consumer_thread_and_the_revoke_hook_is_faust_s_callback() -> None:
+    import inspect
+
+    from faust.transport.consumer import ThreadDelegateConsumer
+
+    from streams.faust_glue import commit
+
+    thread_commit = faust.transport.drivers.aiokafka.AIOKafkaConsumerThread.commit
+    assert inspect.iscoroutinefunction(thread_commit)
+    assert list(inspect.signature(thread_commit).parameters) == ["self", "offsets"]
+    assert "_thread" in inspect.getsource(ThreadDelegateConsumer.__init__)
+    # streams.app.IntentApp overrides the callback Faust hands its consumer for revocations
+    assert "on_partitions_revoked=self._on_partitions_revoked" in inspect.getsource(faust.App._new_consumer)
+
+    class Thread:
+        async def commit(self, offsets: dict) -> bool:
+            self.offsets = offsets
+            return True
+
+    class Consumer:
+        _thread = Thread()
+
+    consumer = Consumer()
+    assert asyncio.run(commit(consumer, {TP("clicks", 0): 5})) is True
+    assert consumer._thread.offsets == {TP("clicks", 0): 5}
 
 
 class Batch:
@@ -186,14 +200,14 @@ def test_write_table_stores_and_logs_each_key_and_persists_the_delivered_offsets
                                for p, n in per_partition.items()}
 
 
-def test_committed_offsets_are_what_faust_updates_on_commit() -> None:
+def test_committed_offsets_are_what_faust_reads_when_partitions_are_assigned() -> None:
     import inspect
     from collections import defaultdict
 
     from faust.transport.consumer import Consumer as FaustConsumer
 
-    # Faust keeps them in this dict, filled when partitions are assigned and after each commit
-    assert "self._committed_offset.update(committable_offsets)" in inspect.getsource(FaustConsumer._commit_offsets)
+    # Faust keeps them in this dict, filled by the seek to the committed offsets after an assignment
+    assert "self._committed_offset.update(committed_offsets)" in inspect.getsource(FaustConsumer.perform_seek)
     assert "self._committed_offset = defaultdict(lambda: None)" in inspect.getsource(FaustConsumer.__init__)
 
     class Known:

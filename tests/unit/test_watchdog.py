@@ -1,5 +1,5 @@
 """The progress watch (streams/watchdog.py): stalled only while the committed offset stays behind the end,
-unmoved, for the timeout; skipped offsets are named."""
+unmoved, for the timeout; how long each partition has waited is kept for the metric."""
 from __future__ import annotations
 
 from streams.watchdog import ProgressWatch
@@ -37,20 +37,10 @@ def test_starting_or_recovering_holds_the_clocks_and_revoked_partitions_are_drop
     assert ProgressWatch(timeout_s=0).stalled({A: 9}, {A: 1}, now=10_000.0) == {}
 
 
-def test_offsets_a_batch_skips_are_named_as_it_arrives() -> None:
-    watch = ProgressWatch(timeout_s=60)
-    # the first batch of an assignment starts after the committed offset: 800..999 were skipped
-    assert watch.arrived([("clicks", 0, 1_000), ("clicks", 0, 1_001)], {A: 800}, generation=3) == [(A, 800, 1_000)]
-    assert watch.arrived([("clicks", 0, 1_002), ("clicks", 0, 1_005)], {A: 800}, generation=3) == [(A, 1_003, 1_005)]
-    # one offset is a hole too (it may be a transaction's commit marker: the log tells, streams/holes.py)
-    assert watch.arrived([("clicks", 0, 1_007)], {A: 800}, generation=3) == [(A, 1_006, 1_007)]
-    # re-read offsets (a seek back) are not a hole; no committed offset: the first batch is not judged
-    assert watch.arrived([("clicks", 0, 900), ("clicks", 1, 7)], {A: 800, B: None}, generation=3) == []
-    assert watch.arrived([("clicks", 1, 8), ("clicks", 0, 1_008)], {}, generation=3) == []
-
-
-def test_a_new_generation_judges_each_partition_from_its_committed_offset_again() -> None:
-    watch = ProgressWatch(timeout_s=60)
-    assert watch.arrived([("clicks", 0, 10)], {A: 10}, generation=1) == []
-    # another worker handled up to 500 meanwhile, and the partition came back
-    assert watch.arrived([("clicks", 0, 500)], {A: 500}, generation=2) == []
+def test_the_wait_of_each_partition_is_kept_for_the_metric() -> None:
+    watch = ProgressWatch(timeout_s=0)  # the watchdog off: the wait is still measured
+    watch.stalled({A: 10, B: 20}, {A: 10, B: 4}, now=100.0)
+    assert watch.stalled({A: 10, B: 20}, {A: 10, B: 4}, now=130.0) == {}
+    assert watch.waiting_s == {A: 0.0, B: 30.0}
+    watch.stalled({A: 10}, {A: 10}, now=131.0)  # B revoked
+    assert watch.waiting_s == {A: 0.0}
