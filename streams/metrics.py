@@ -54,6 +54,9 @@ def reason_label(reason: str) -> str:
     return re.split(r"[:\d]", reason, maxsplit=1)[0].strip() or "invalid"
 
 
+LAG_METRIC = "clickstream_consumer_lag"
+
+
 class LagCollector(Collector):
     """Consumer lag per assigned partition (high-water mark minus the next offset to read), at scrape time."""
 
@@ -61,7 +64,7 @@ class LagCollector(Collector):
         self.lags = lags
 
     def collect(self) -> Iterator[Any]:
-        family = GaugeMetricFamily("clickstream_consumer_lag", "Messages not yet read, per partition",
+        family = GaugeMetricFamily(LAG_METRIC, "Messages not yet read, per partition",
                                    labels=["topic", "partition"])
         for topic, partition, lag in self.lags():
             family.add_metric([topic, str(partition)], lag)

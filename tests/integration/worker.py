@@ -8,13 +8,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.churn import changelog_windows, expected_windows  # noqa: F401 (the tests' too)
+from benchmarks.churn import window_tuple as as_tuple  # noqa: F401
 from benchmarks.worker_process import WorkerProcess, worker_env
 from core.kafka import ensure_topics, send_all
 from core.records import Click, Prediction
 from core.settings import Settings
 from schemas.codec import RecordCodec
-from streams.window import UserWindow
-from tests.integration.conftest import consume_until, read_all
+from tests.integration.conftest import consume_until
 
 CLICK = RecordCodec(Click)
 PREDICTION = RecordCodec(Prediction)
@@ -129,27 +130,3 @@ def stall_report(settings: Settings, workers: Sequence[WorkerProcess]) -> str:
         lines.append(f"--- {worker.log_path.name}: log before the dump")
         lines.extend(line[:300] for line in worker.log()[:before].splitlines()[-40:])
     return "\n".join(lines)
-
-
-def expected_windows(clicks: Iterable[Click], max_events: int) -> dict[str, UserWindow]:
-    """Windows of an uninterrupted run: every click once, in production order per user."""
-    windows: dict[str, UserWindow] = {}
-    for c in clicks:
-        windows.setdefault(c.user_id, UserWindow.empty()).add(
-            c.event_id, c.category_id, c.event_type, c.event_time_ms, max_events)
-    return windows
-
-
-def changelog_windows(settings: Settings, timeout_s: float = 60.0) -> dict[str, UserWindow]:
-    """The newest value per user in the table's changelog topic (what any worker recovers from)."""
-    topic = settings.changelog_topic
-    latest: dict[str, UserWindow] = {}
-    for record in read_all(settings, topic, timeout_s):
-        if record.value is not None:
-            latest[record.key.decode()] = UserWindow.unpack(record.value)
-    return latest
-
-
-def as_tuple(w: UserWindow) -> tuple[list[int], list[int], list[int], list[str]]:
-    return w.times_ms, w.event_types, w.checksums, w.categories
-
