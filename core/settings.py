@@ -28,10 +28,10 @@ CLICKSTREAM_PREDICTOR_LENGTHS  window-length shapes besides the model's N (``16`
 CLICKSTREAM_EXPLAIN_PREDICTIONS  each prediction carries the window events that drove its top category
                            (``drivers``: the pointer's attention); ``false`` by default, it costs some
                            throughput (``python -m benchmarks predictor --drivers``)
-CLICKSTREAM_INFERENCE_PROCESS  decoding, windows, inference, encoding, demand and audiences run in a
-                           child process beside the event loop's, one batch in flight while the next is
-                           read (``true`` by default: more clicks/s on two or more cores; ``false`` keeps
-                           everything in one process: less memory, for a worker with one core)
+CLICKSTREAM_INFERENCE_PROCESS  the inference engine (decoding, windows, inference, encoding, demand and
+                           audiences) runs in a child process beside the event loop's, one batch in flight
+                           while the next is read (``true`` by default: more clicks/s on two or more cores);
+                           ``false`` runs the same engine in a thread: less memory, for a worker with one core
 CLICKSTREAM_PREDICTOR_FACTORY  ``module:callable`` that builds the predictor, called like
                            ``model.predictor:Predictor`` (the default); for a wrapped predictor, and for tests
                            that inject faults in either inference mode
@@ -111,7 +111,7 @@ class Settings:
     # batches (faster restarts); "all": compile every shape before serving (steady latency from the first click)
     predictor_warm: PredictorWarm = "first"
     explain_predictions: bool = False
-    # decode, windows, inference, encoding, demand and audiences in a child process, one batch in flight
+    # the inference engine in a child process (true) or in a thread of the worker's (false)
     inference_process: bool = True
     predictor_factory: str = "model.predictor:Predictor"
     session_timeout_s: int = 10

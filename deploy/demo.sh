@@ -43,8 +43,17 @@ $BIN/clickstream topics
 echo "demo: starting the worker (log: $STATE/worker.log; metrics: http://127.0.0.1:6066/metrics)"
 $BIN/faust -A streams.app worker -l info >"$STATE/worker.log" 2>&1 &
 pids+=($!)
+worker=$!
+worker_gone() {  # one line: the worker's exit code and the last error in its log
+  local code=0
+  wait "$worker" 2>/dev/null || code=$?
+  local why
+  why=$(grep -E '^error: |\[CRITICAL\]|\[ERROR\]|Error: ' "$STATE/worker.log" | tail -n 1 | cut -c1-300)
+  echo "demo: the worker stopped (exit $code): ${why:-no error in its log} (log: $STATE/worker.log)" >&2
+  exit 1
+}
 until grep -q "shapes warmed" "$STATE/worker.log"; do
-  if ! kill -0 "${pids[0]}" 2>/dev/null; then tail -20 "$STATE/worker.log"; exit 1; fi
+  kill -0 "$worker" 2>/dev/null || worker_gone
   sleep 1
 done
 # what arrives, each in its own file; the loop below shows the newest of each (the commands' output)
@@ -63,6 +72,7 @@ newest() {  # the last table a command printed: from its last line matching $2
   tac "$1" 2>/dev/null | sed "/$2/q" | tac
 }
 while true; do
+  kill -0 "$worker" 2>/dev/null || worker_gone
   view=$(
     echo "== predictions: newest per user (clickstream subscribe --table)"
     newest "$STATE/predictions.txt" "predictions, .* users" | head -12

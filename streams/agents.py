@@ -30,6 +30,7 @@ from streams.holes import LogReader, with_filled
 from streams.inference import ChildConfig, Inference
 from streams.ledger import Ledger
 from streams.runtime import Runtime
+from streams.state import record_owner
 from streams.topics import click_sources, dead_letter_topic, predictions_topic, rekeyed_clicks_topic, user_to_window
 from streams.watchdog import ProgressWatch
 
@@ -39,6 +40,7 @@ EXIT_UNHANDLED_BATCH = 70  # EX_SOFTWARE
 EXIT_STALLED = 75  # EX_TEMPFAIL: a restart is expected to carry on
 WATCH_INTERVAL_S = 5.0
 COMMIT_INTERVAL_S = 1.0
+STOP_WAIT_S = 5.0
 # windows read after each batch while a pass runs (~10 ms here): a million users take ~250 batches, not one
 # stall of seconds
 EXPIRY_SLICE = 4096
@@ -187,6 +189,10 @@ async def predict(stream: Any) -> None:
         runtime.predictor = await start_engine()
     except Exception as exc:
         stop_unacknowledged(exc)
+    try:  # the changelogs' ids, which Faust has created by now (streams/state.py)
+        await asyncio.get_running_loop().run_in_executor(None, record_owner, settings)
+    except Exception as exc:  # checked again at the next start
+        log.warning("the state folder's owner.json was not updated: %r", exc)
     counters = Counters()  # of the batches delivered
     stream_time_ms = 0  # the newest event time delivered (idle windows expire against it)
     chores = serving(runtime.predictor.version)
@@ -248,9 +254,21 @@ async def predict(stream: Any) -> None:
             last.add_done_callback(in_flight.discard)
             await chores.after_batch(stream_time_ms, counters)
     finally:
-        if last is not None and not last.done():
-            last.cancel()  # that batch stays uncommitted and is read again
+        await stopping(last)
         runtime.predictor.close()
+
+
+async def stopping(last: asyncio.Future[Any] | None) -> None:
+    """The worker stops (SIGTERM): the batch in flight is delivered and what was delivered committed, each
+    within a few seconds (else it stays uncommitted, and whoever gets the partition reads it again)."""
+    try:
+        if last is not None and not last.done():
+            await asyncio.wait([last], timeout=STOP_WAIT_S)
+            if not last.done():
+                last.cancel()
+        await asyncio.wait_for(commit_delivered(), STOP_WAIT_S)
+    except (asyncio.CancelledError, asyncio.TimeoutError, Exception) as exc:  # stopping anyway
+        log.info("stopping: what the last batches handled was not committed (%r): it is read again", exc)
 
 
 async def fill_holes(messages: list[Message], holes: list[tuple[tuple[str, int], int, int]]

@@ -67,7 +67,7 @@ class BatchResult:
     rekeyed: list[Outgoing] = dataclasses.field(default_factory=list)
     window_writes: dict[bytes, tuple[bytes, int]] = dataclasses.field(default_factory=dict)
     made: list[tuple[Click, Prediction, int]] = dataclasses.field(default_factory=list)  # and message index
-    derived: Any = None  # streams.deriving.Derivation, when made where the batch was handled (the inference process)
+    derived: Any = None  # streams.deriving.Derivation, made by the inference engine (streams/inference.py)
     newest_event_ms: int = 0
     window_s: float = 0.0  # decode, validate, window updates
     inference_s: float = 0.0
@@ -260,7 +260,7 @@ class BatchProcessor:
     async def process(self, messages: Sequence[Message], load: Callable[[bytes], bytes | None],
                       infer: Infer) -> BatchResult:
         """Validate, update windows, predict (``infer`` runs :func:`predict_isolating` off the event loop): the
-        two halves below, which the inference process (streams/inference.py) calls around its own predictor."""
+        two halves below, which the inference engine (streams/inference.py) calls around its own predictor."""
         prepared = self.prepare(messages, load)
         pieces, failed = await infer(prepared.snapshots) if prepared.snapshots else ([], {})
         return self.complete(prepared, pieces, failed)

@@ -3,9 +3,8 @@
 :class:`Deriving` holds the worker's :class:`~streams.demand.DemandAggregator` and
 :class:`~streams.audience.AudienceGate` and turns a :class:`~streams.batch.BatchResult`'s predictions into
 :class:`Derivation`: the demand and audience messages, encoded, the audience states to store, and what the
-worker's metrics and log count. It runs in the process that handles the batch: the worker's own, or the
-inference process (``CLICKSTREAM_INFERENCE_PROCESS``, streams/inference.py), which then sends back only what
-leaves the worker. ``streams/derived.py`` is the Faust side: the topics, the audience table, the metrics.
+worker's metrics and log count. It runs in the inference engine (streams/inference.py), which sends back
+only what leaves the worker. ``streams/derived.py`` is the Faust side: the topics, the audience table, the metrics.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ from streams.window import UserWindow
 
 @dataclasses.dataclass(frozen=True)
 class DerivingConfig:
-    """The settings of demand and audiences (picklable: the inference process builds its own)."""
+    """The settings of demand and audiences (picklable: the inference engine builds its own)."""
 
     demand: bool
     demand_windows_s: tuple[int, ...]

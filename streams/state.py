@@ -22,19 +22,28 @@ OWNER = "owner.json"
 def check_owner(settings: Settings) -> None:
     """Refuse (ConfigError) a state folder built against another cluster or changelog; record this one's."""
     folder = settings.worker_state_dir
-    current = describe(settings)
     path = folder / OWNER
-    known = json.loads(path.read_text()) if path.is_file() else None
-    if known is not None:
-        mismatch = mismatches(known, current)
+    current = describe(settings)
+    if path.is_file():
+        mismatch = mismatches(json.loads(path.read_text()), current)
         if mismatch:
             raise ConfigError(f"the worker state at {folder} was built from {mismatch}; it is never used against "
                               f"another changelog: delete that folder (the worker rebuilds it from the changelog) or "
                               f"set CLICKSTREAM_STATE_DIR")
-        current = {**current, "topics": {**known.get("topics", {}), **current["topics"]}}
     elif folder.is_dir() and any(folder.iterdir()):
         raise ConfigError(f"the worker state at {folder} has no {OWNER}: it was not made by this worker for app "
                           f"{settings.app_id!r}; delete that folder or set CLICKSTREAM_STATE_DIR")
+    record_owner(settings, current)
+
+
+def record_owner(settings: Settings, current: dict[str, Any] | None = None) -> None:
+    """Write owner.json with what the broker says now, keeping the topic ids recorded before (the agent calls
+    this again once Faust has created the changelogs at a first start)."""
+    folder = settings.worker_state_dir
+    path = folder / OWNER
+    current = current or describe(settings)
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    current = {**current, "topics": {**known.get("topics", {}), **current["topics"]}}
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(current, indent=1, sort_keys=True))
@@ -43,7 +52,7 @@ def check_owner(settings: Settings) -> None:
 
 def describe(settings: Settings) -> dict[str, Any]:
     """The app id, the cluster id and the ids of the changelog topics that exist (Faust creates them at the
-    first start, after this check: their ids are recorded at the next)."""
+    first start, after the check: the agent records their ids once it serves)."""
     client = admin(settings)
     try:
         cluster = client.describe_cluster()["cluster_id"]

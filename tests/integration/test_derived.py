@@ -56,11 +56,9 @@ def expected_demand(predictions: list[Prediction], sizes_ms: tuple[int, ...], pa
     return cells
 
 
-# demand and audiences are made where the batch is handled: in the worker's process or its inference process
-@pytest.mark.parametrize("inference_process", [False, True], ids=["in-process", "child-process"])
 def test_demand_windows_equal_a_direct_computation_from_the_predictions(
-        settings: Settings, worker_model: Path, tmp_path: Path, inference_process: bool) -> None:
-    s = dataclasses.replace(settings, inference_process=inference_process)
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    s = settings
     # real shoppers and categories, re-timed: 3,000 clicks over 10 minutes of event time, in production order
     start = int(time.time() * 1000) - 3 * 3_600_000
     start -= start % 3_600_000  # the hour window starts with the clicks

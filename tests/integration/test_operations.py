@@ -53,8 +53,8 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
-# the per-click work in the worker's process, or in a child process beside it (CLICKSTREAM_INFERENCE_PROCESS)
-BOTH_MODES = pytest.mark.parametrize("inference_process", [False, True], ids=["in-process", "child-process"])
+# the inference engine in a thread of the worker's process, or in a child process (CLICKSTREAM_INFERENCE_PROCESS)
+BOTH_MODES = pytest.mark.parametrize("inference_process", [False, True], ids=["engine-thread", "engine-process"])
 
 
 @BOTH_MODES

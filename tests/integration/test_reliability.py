@@ -143,6 +143,39 @@ def test_topics_with_different_partition_counts_are_refused_in_one_line(
         f"worker: {settings.clicks_topic} has 1, {settings.rekeyed_topic} has 4")
 
 
+def test_a_new_app_id_in_the_same_state_folder_starts_empty_and_a_foreign_state_is_refused(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    """The tables live under <state dir>/<app id>: a second app id in the same folder (a fresh reprocessing)
+    starts with empty tables and predicts every click again. A folder whose owner.json names another Kafka
+    cluster (the broker was reset) is refused in one line, never used."""
+    import json
+
+    clicks = sample_clicks(500, f"apps-{settings.app_id}")
+    state = tmp_path / "state"
+    ensure_topics(settings, [settings.clicks_topic])
+    assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks]).failed == 0
+    for app_id in (settings.app_id, f"{settings.app_id}-again"):
+        s = dataclasses.replace(settings, app_id=app_id, predictions_topic=f"{settings.predictions_topic}-{app_id}")
+        worker = worker_for(s, worker_model, state, app_id).start()
+        try:
+            found = predictions_by_event(s, (c.event_id for c in clicks), workers=[worker])
+        finally:
+            worker.stop(signal.SIGTERM)
+        assert set(found) == {c.event_id for c in clicks}
+        assert (state / app_id / "owner.json").is_file()
+    assert "ConsistencyError" not in worker.log()
+
+    owner = state / settings.app_id / "owner.json"
+    recorded = json.loads(owner.read_text())
+    assert settings.changelog_topic in recorded["topics"]  # recorded once Faust had created it
+    owner.write_text(json.dumps({**recorded, "cluster_id": "another-cluster"}))
+    code, stderr = worker_exit(worker_env(settings, worker_model, state))
+    assert code == 2, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith(
+        f"error: the worker state at {state / settings.app_id} was built from Kafka cluster another-cluster, not "
+        f"this broker's")
+
+
 def test_a_misconfigured_worker_is_one_line() -> None:
     import os
 
@@ -203,8 +236,8 @@ def test_a_stalled_worker_dumps_its_tasks_and_exits_and_a_restart_predicts_every
     log = stalling.log()
     assert "stalled: the committed offset has not moved for 15s while clicks wait" in log
     dump = log.split("What every task was doing", 1)[1]
-    assert "predict_next_intent" in dump  # the dump shows the agent, awaiting the engine's reply
-    assert "predict_next_intent" in stall_report(settings, [stalling])  # what a test timeout would print
+    assert "in _reply" in dump and "in finish" in dump  # the dump shows the batch awaiting the engine's reply
+    assert "in _reply" in stall_report(settings, [stalling])  # what a test timeout would print
 
     healthy = worker_for(watched, worker_model, state, "healthy").start()
     try:

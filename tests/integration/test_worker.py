@@ -31,16 +31,15 @@ CLICK = RecordCodec(Click)
 pytestmark = pytest.mark.slow
 
 
-# the per-click work in the worker's process, or in a child process beside it (CLICKSTREAM_INFERENCE_PROCESS)
-BOTH_MODES = pytest.mark.parametrize("inference_process", [False, True], ids=["in-process", "child-process"])
+# the inference engine in a thread of the worker's process, or in a child process (CLICKSTREAM_INFERENCE_PROCESS)
+BOTH_MODES = pytest.mark.parametrize("inference_process", [False, True], ids=["engine-thread", "engine-process"])
 
 
-@BOTH_MODES
 def test_idle_users_windows_expire_from_the_table_and_its_changelog(settings: Settings, worker_model: Path,
-                                                                   tmp_path: Path, inference_process: bool) -> None:
+                                                                   tmp_path: Path) -> None:
     """Users idle longer than the TTL in event time lose their window, in the changelog too (a worker that
     recovers the table does not bring it back); the others keep theirs."""
-    s = dataclasses.replace(settings, window_ttl_s=3600, expiry_interval_s=1, inference_process=inference_process)
+    s = dataclasses.replace(settings, window_ttl_s=3600, expiry_interval_s=1)
     now_ms = int(time.time() * 1000)
     tag = f"expiry-{s.app_id}"
     idle_users = {f"{tag}-idle{u}" for u in range(20)}
