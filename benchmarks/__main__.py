@@ -1,11 +1,11 @@
 """python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay, restart, derived, scaleout,
-targets (or all)."""
+churn, targets (or all)."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-NAMES = ("predictor", "replay", "throughput", "latency", "state", "restart", "derived", "scaleout",
+NAMES = ("predictor", "replay", "throughput", "latency", "state", "restart", "derived", "scaleout", "churn",
          "targets")  # targets reads the results of the others: last
 
 
