@@ -68,9 +68,9 @@ def freeze_heap(collect: bool = False) -> None:
     log.info("garbage collector: %d objects frozen in %.2fs", gc.get_freeze_count(), time.monotonic() - started)
 
 
-def stop_unacknowledged(exc: BaseException) -> None:
-    """End the process at once: the batch in hand stays unacknowledged and is read again after a restart."""
-    log.critical("stopping the worker without acknowledging the batch in hand: %s: %s", type(exc).__name__, exc,
+def stop_uncommitted(exc: BaseException) -> None:
+    """End the process at once: the batch in hand stays uncommitted and is read again after a restart."""
+    log.critical("stopping the worker without committing the batch in hand: %s: %s", type(exc).__name__, exc,
                  exc_info=exc)
     logging.shutdown()
     os._exit(EXIT_UNHANDLED_BATCH)
@@ -151,13 +151,13 @@ async def deliver(messages: list[Message], sources: list[Any], result: BatchResu
     sending = time.monotonic()
     await write_table(user_to_window, app.producer,
                       [TableWrite(key, packed, sources[index])
-                       for key, (packed, index) in result.window_writes.items()], stop_unacknowledged)
-    derived_outgoing = await derived.publish(sources, result.derived, stop_unacknowledged)  # demand, audiences
+                       for key, (packed, index) in result.window_writes.items()], stop_uncommitted)
+    derived_outgoing = await derived.publish(sources, result.derived, stop_uncommitted)  # demand, audiences
     for topic, outgoing in ((dead_letter_topic, result.dead_letters),
                             (rekeyed_clicks_topic, result.rekeyed), (predictions_topic, result.predictions),
                             *derived_outgoing):
         if outgoing:
-            await send_in_batches(app.producer, topic.get_topic_name(), outgoing, stop_unacknowledged)
+            await send_in_batches(app.producer, topic.get_topic_name(), outgoing, stop_uncommitted)
     observe(messages, result, started, sending, time.monotonic())
 
 
@@ -188,7 +188,7 @@ async def predict(stream: Any) -> None:
     try:
         runtime.predictor = await start_engine()
     except Exception as exc:
-        stop_unacknowledged(exc)
+        stop_uncommitted(exc)
     try:  # the changelogs' ids, which Faust has created by now (streams/state.py)
         await asyncio.get_running_loop().run_in_executor(None, record_owner, settings)
     except Exception as exc:  # checked again at the next start
@@ -206,7 +206,7 @@ async def predict(stream: Any) -> None:
         except asyncio.CancelledError:
             raise  # the worker is stopping: the batch stays uncommitted and is read again
         except Exception as exc:  # the engine failed or died (EOFError), or a send failed
-            stop_unacknowledged(exc)
+            stop_uncommitted(exc)
         ledger.delivered(generation, ((m.topic, m.partition, m.offset) for m in messages))
         counters.clicks += len(messages)
         counters.predictions += len(result.predictions)
@@ -225,7 +225,7 @@ async def predict(stream: Any) -> None:
                 try:
                     await runtime.predictor.take_over_from(old)
                 except Exception as exc:
-                    stop_unacknowledged(exc)
+                    stop_uncommitted(exc)
                 old.close()
                 switched(old.version)
             try:
@@ -246,7 +246,7 @@ async def predict(stream: Any) -> None:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                stop_unacknowledged(exc)
+                stop_uncommitted(exc)
             if last is not None:
                 stream_time_ms = max(stream_time_ms, (await last).newest_event_ms)  # its output goes first
             last = asyncio.ensure_future(finish(generation, messages, sources, reply, started))
@@ -443,7 +443,7 @@ class Expiry:
         items, self.after = scan_table(user_to_window, self.after, EXPIRY_SLICE)
         stale = stale_keys(items, stream_time_ms, settings.window_ttl_s * 1000)
         await write_table(user_to_window, app.producer, [TableWrite(key, None, None) for key in stale],
-                          stop_unacknowledged)
+                          stop_uncommitted)
         took = time.monotonic() - started
         self.scanned, self.expired, self.slices = self.scanned + len(items), self.expired + len(stale), self.slices + 1
         self.seconds, self.longest_s = self.seconds + took, max(self.longest_s, took)

@@ -4,7 +4,7 @@ The agent (``streams/agents.py``) is glue around :meth:`BatchProcessor.process`:
 messages, a way to read stored windows and a way to run the predictor off the event loop, then sends and
 stores what comes back. Every message of a batch ends up in exactly one place: a prediction, a dead letter
 (with its reason) or the rekeyed topic. A failure that cannot be pinned on particular messages raises
-:class:`SystemicFailure`, and the worker stops without acknowledging the batch (``streams/agents.py``).
+:class:`SystemicFailure`, and the worker stops without committing the batch (``streams/agents.py``).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Glue between the agent (``streams/agents.py``) and :class:`streams.deriving.Deri
 logic of ``streams/demand.py`` and ``streams/audience.py`` and runs in the inference engine
 (``streams/inference.py``), which hands back each batch's :class:`~streams.deriving.Derivation`. :meth:`Derived.publish`
 runs inside the agent's handled batch: the audience states it writes and the messages it returns go out with
-the batch's predictions, before the batch is acknowledged. Nothing here reads the predictions topic again:
+the batch's predictions, before the batch is committed. Nothing here reads the predictions topic again:
 Faust's per-message cost would eat the budget.
 """
 from __future__ import annotations

@@ -9,14 +9,14 @@
    aiokafka consumer.
 3. The app producer's aiokafka producer (``Producer._ensure_producer``, private): :func:`send_in_batches`
    builds one record batch per partition with aiokafka's compiled batch builder instead of one Faust send
-   per message. Faust flushes this same producer before it commits offsets, so delivery is unchanged.
+   per message. The worker flushes this same producer (``app.producer.flush()``) before it commits offsets.
 4. A table's store and changelog (``Table.data``, the store's ``set_persisted_offset``, ``Table.changelog_topic``):
    :func:`write_table` writes the local store and sends the changelog records itself, through
    :func:`send_in_batches`, instead of ``table[key] = value``. Faust's own path queues each changelog record in
    its producer buffer, and the flush before a commit gives up after 0.1 s without a message leaving that buffer
    (``ProducerBuffer.flush_atmost``): under load a commit could pass records still queued, and a kill -9 then
    lost them while their clicks stayed committed (the changelog, which other workers recover from, missed the
-   window). Records handed to aiokafka before the batch is acknowledged are covered by the commit's flush.
+   window). Records handed to aiokafka before the batch is committed are covered by the flush before the commit.
 5. The consumer's committed offsets as read by its seek at an assignment (``Consumer._committed_offset``,
    private): :func:`committed_offsets` tells the ledger (streams/ledger.py) where each newly assigned partition
    starts.

@@ -1,18 +1,12 @@
-"""Offsets that Faust's consumer never handed to the agent: read them from the log and handle them.
+"""A safety net: offsets that Faust's consumer never handed to the agent, read from the log and handled.
 
-Within an assignment a partition's messages reach the agent in offset order. In this project's CI a worker
-that took partitions over was handed, now and then, a message past offsets it never saw (8 offsets once, a
-single one another time), and Faust's commit then moved past them: their clicks got no prediction. Faust's
-consumer can do that in two ways seen in its code: records fetched before a rebalance's seek delivered after
-it (its gap bookkeeping acknowledges the offsets in between, and drops them when they come again), and a commit
-check that lets one unacknowledged offset at the head of a partition through.
-
-The agent knows which offset of each partition should come next (:meth:`streams.watchdog.ProgressWatch.arrived`).
-When a batch starts past it, :class:`LogReader` reads the missing offsets from the log with a consumer of its
-own (no group: it commits nothing), and :func:`with_filled` places them before the message that revealed the
-hole, so that they are handled in the same batch, before that message is acknowledged: Faust's commit cannot
-pass a hole before a message after it is acknowledged. A hole without records (a transactional producer's
-commit marker, records gone with retention) reads nothing.
+Within an assignment a partition's messages should reach the agent in offset order from its committed offset.
+Faust's fetch loop can drop some after a rebalance (records fetched before a seek delivered after it, its read
+offset then ahead of the re-fetched ones). The ledger (streams/ledger.py) names the offsets a batch skips; then
+:class:`LogReader` reads them from the log with a consumer of its own (no group: it commits nothing), and
+:func:`with_filled` places them before the message that revealed the hole, so that they are handled in the same
+batch, before it is committed. A hole without records (a transactional producer's commit marker, records gone
+with retention) reads nothing. Each hole is logged and counted (``clickstream_skipped_offsets_total``).
 """
 from __future__ import annotations
 

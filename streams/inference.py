@@ -108,7 +108,7 @@ def serve(conn: Any, config: ChildConfig) -> None:
                predictor.shapes_total))
     try:
         _answer(conn, predictor, processor, deriving)
-    except Exception as exc:  # the batch in hand fails: the worker stops without acknowledging it
+    except Exception as exc:  # the batch in hand fails: the worker stops without committing it
         log.error("inference engine failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
         conn.send(EngineFailure(f"{type(exc).__name__}: {exc}"))
         conn.close()

@@ -108,7 +108,7 @@ def test_a_poison_window_is_dead_lettered_and_a_broken_predictor_stops_the_worke
     broken.start()
     assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks[1_000:]]).failed == 0
     assert broken.process is not None and broken.process.wait(120) == 70
-    assert "stopping the worker without acknowledging" in broken.log()
+    assert "stopping the worker without committing" in broken.log()
 
     # a healthy restart reads what the broken worker did not handle: every valid click is predicted
     healthy = faulty_worker(settings, worker_model, state, "poison", "healthy")
@@ -197,7 +197,7 @@ def inference_processes(pid: int) -> list[int]:
 
 def test_a_killed_inference_process_stops_the_worker_and_a_restart_predicts_every_click(
         settings: Settings, worker_model: Path, tmp_path: Path) -> None:
-    """The inference process dies (kill -9, the OOM killer): the worker stops without acknowledging the batch
+    """The inference process dies (kill -9, the OOM killer): the worker stops without committing the batch
     it handed over (exit 70), and a restart predicts every click."""
     clicks = sample_clicks(2_000, f"child-{settings.app_id}")
     ensure_topics(settings, [settings.clicks_topic])
@@ -213,7 +213,7 @@ def test_a_killed_inference_process_stops_the_worker_and_a_restart_predicts_ever
         assert worker.process is not None and worker.process.wait(120) == 70, worker.log()[-3000:]
     finally:
         worker.stop(signal.SIGKILL)
-    assert "stopping the worker without acknowledging the batch in hand" in worker.log()
+    assert "stopping the worker without committing the batch in hand" in worker.log()
 
     healthy = worker_for(s, worker_model, state, "healthy").start()
     try:
