@@ -142,6 +142,10 @@ async def batch_messages(events: list[Any], generation: int | None) -> tuple[lis
 
 
 def assigned_sources() -> set[tuple[str, int]]:
+    """The clicks partitions this worker owns now; none while a rebalance has stopped the flow (a batch taken
+    before it is dropped then: whoever gets its partitions reads it from the committed offset)."""
+    if not app.consumer.flow_active:
+        return set()
     sources = set(click_sources.topics)
     return {(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in sources}
 

@@ -50,6 +50,19 @@ def test_a_source_topic_without_acks_is_never_committed_by_faust() -> None:
     assert app.topics.acks_enabled_for("glue-clicks") is False
 
 
+def test_a_rebalance_stops_the_flow_until_the_tables_are_recovered() -> None:
+    """streams.agents.assigned_sources reads ``flow_active``: off from the revocation until recovery resumes it."""
+    import inspect
+
+    from faust.tables.recovery import Recovery
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    assert "self.flow_active = False" in inspect.getsource(FaustConsumer.stop_flow)
+    assert "self.flow_active = True" in inspect.getsource(FaustConsumer.resume_flow)
+    assert "T(consumer.stop_flow)()" in inspect.getsource(faust.App._on_partitions_revoked)
+    assert "consumer.resume_flow()" in inspect.getsource(Recovery._resume_streams)
+
+
 def test_commits_go_through_faust_s_consumer_thread_and_the_revoke_hook_is_faust_s_callback() -> None:
     import inspect
 
