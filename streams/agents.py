@@ -112,7 +112,7 @@ class Chores:
             self.expiry, self.next_expiry = None, now + settings.expiry_interval_s
         if now >= self.next_report:
             self.next_report = now + COUNTERS_INTERVAL_S
-            log.info("%s", counters)
+            log.info("%s; offsets: %s", counters, ledger.describe())
 
 
 def switched(switched_from: str) -> None:
@@ -130,8 +130,9 @@ async def batch_messages(events: list[Any], generation: int | None) -> tuple[lis
     arrival = ledger.sort(offsets, generation, assigned_sources(),
                           committed_offsets(app.consumer, {TP(t, p) for t, p, _ in offsets}))
     if arrival.again or arrival.foreign:
-        log.debug("dropped on arrival: %d offsets handled already, %d of partitions not assigned any more",
-                  arrival.again, arrival.foreign)
+        log.info("dropped on arrival: %d offsets handled already, %d of partitions not assigned (generation %s, "
+                 "flow %s)", arrival.again, arrival.foreign, generation,
+                 "on" if app.consumer.flow_active else "stopped")
         metrics.dropped_offsets.labels("handled").inc(arrival.again)
         metrics.dropped_offsets.labels("revoked").inc(arrival.foreign)
     kept = [events[i] for i in arrival.keep]
@@ -359,8 +360,9 @@ async def watch_progress() -> None:
     if late:
         behind = ", ".join(f"{topic}[{partition}] {done}/{end}" for (topic, partition), (done, end) in sorted(late.items()))
         log.critical("stalled: the committed offset has not moved for %ds while clicks wait (committed / end "
-                     "offset: %s); stopping so that a restart reads them again. What every task was doing:",
-                     settings.stall_timeout_s, behind)
+                     "offset: %s; %s; Faust's read offsets %s); stopping so that a restart reads them again. What "
+                     "every task was doing:", settings.stall_timeout_s, behind, ledger.describe(),
+                     {f"{tp.topic}[{tp.partition}]": app.consumer._read_offset.get(tp) for tp in tps})
         dump_tasks()
         logging.shutdown()
         os._exit(EXIT_STALLED)

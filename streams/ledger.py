@@ -102,3 +102,11 @@ class Ledger:
 
     def known_committed(self) -> dict[TopicPartition, int | None]:
         return dict(self.committed)
+
+    def describe(self) -> str:
+        """Per partition seen in this generation: the next expected offset, the offset after the last delivered,
+        the committed one (for the log)."""
+        return f"generation {self.generation}: " + (", ".join(
+            f"{topic}[{partition}] next {self.expected.get((topic, partition))} delivered "
+            f"{self.handled.get((topic, partition))} committed {committed}"
+            for (topic, partition), committed in sorted(self.committed.items())) or "no partition seen")
