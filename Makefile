@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 KAFKA := deploy/kafka/kafka.sh
 DATA_DIR ?= $(or $(CLICKSTREAM_DATA_DIR),$(wildcard ../shared/data))
+DOCS_BUILD = NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .state/site
 
-.PHONY: help install kafka-up kafka-down kafka-status lint test test-unit test-integration demo bench clean
+.PHONY: help install kafka-up kafka-down kafka-status lint docs test test-unit test-integration demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -27,9 +28,13 @@ kafka-down:  ## stop the local Kafka broker
 kafka-status:  ## is the local broker running?
 	$(KAFKA) status
 
-lint: install  ## ruff, and the import-linter contracts that keep the layers pointing down (pyproject.toml)
+lint: install  ## ruff, the import-linter contracts that keep the layers pointing down (pyproject.toml), the docs build
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(DOCS_BUILD)
+
+docs: install  ## the documentation site (mkdocs.yml) into .state/site; a broken link or a missing page fails it
+	$(DOCS_BUILD)
 
 test: install kafka-up lint  ## lint, then every test against the local broker
 	CLICKSTREAM_DATA_DIR=$(DATA_DIR) $(BIN)/pytest -q tests

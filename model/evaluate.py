@@ -16,6 +16,7 @@ from model.artifact import read_manifest
 from model.baselines import StoredBaselines, recent_cart_score
 from model.data import TimeSplit, load_events, purchase_labels, target_positions, user_start_of
 from model.metrics import classification_metrics, pr_auc, ranking_metrics, ranks, roc_auc
+from model.plots import pyplot
 
 
 def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, mapping: str | None = None,
@@ -219,16 +220,9 @@ def write_report(metrics: dict[str, Any], out: Path) -> None:
 
 
 def _chart(metrics: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-    except ImportError:  # the worker image installs no plotting: the report is complete without its chart
-        print("no comparison.png: charts need the plots extra (pip install 'clickstream-intent[plots]')",
-              file=sys.stderr)
+    plt = pyplot("comparison.png")
+    if plt is None:
         return
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cat = metrics["next_category"]
     names = list(cat)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [3, 1, 1]})

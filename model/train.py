@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from model.features import FeatureSpec, window_index
 from model.metrics import ranking_metrics, ranks, tune_class_weights
 from model.mix import NETWORK_ONLY, MixTuner
 from model.network import build_network, build_training_model, negative_log_likelihood
+from model.plots import pyplot
 from model.tf_quiet import import_tensorflow
 
 MIN_MIX_GAIN = 0.01  # relative validation gain in HR@5 or MRR@10 that the mix must bring to be served
@@ -271,16 +271,9 @@ def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets
 
 
 def plot_losses(losses: dict[str, list[float]], path: Path, title: str) -> None:
-    try:
-        import matplotlib
-    except ImportError:  # the worker image installs no plotting: the artifact is complete without the chart
-        print("no loss_curve.png: charts need the plots extra (pip install 'clickstream-intent[plots]')",
-              file=sys.stderr)
+    plt = pyplot("loss_curve.png")
+    if plt is None:
         return
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     heads = ["next_category_loss", "next_event_type_loss", "purchase_loss"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, head in zip(axes, heads):
