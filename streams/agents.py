@@ -25,7 +25,7 @@ from streams import metrics
 from streams.app import app, settings
 from streams.batch import BatchResult, Counters, Message, stale_keys
 from streams.derived import COUNTERS_INTERVAL_S, derived
-from streams.faust_glue import TableWrite, commit, committed_offsets, scan_table, send_in_batches, write_table
+from streams.faust_glue import TableWrite, commit, scan_table, send_in_batches, write_table
 from streams.holes import LogReader, with_filled
 from streams.inference import ChildConfig, Inference
 from streams.ledger import Ledger
@@ -127,8 +127,7 @@ async def batch_messages(events: list[Any], generation: int | None) -> tuple[lis
     skips read from the log, and the Faust event each one stands for (its table writes and derived records are
     filed by that event's partition)."""
     offsets = [(e.message.topic, e.message.partition, e.message.offset) for e in events]
-    arrival = ledger.sort(offsets, generation, assigned_sources(),
-                          committed_offsets(app.consumer, {TP(t, p) for t, p, _ in offsets}))
+    arrival = ledger.sort(offsets, generation if app.consumer.flow_active else None)
     if arrival.again or arrival.foreign:
         log.info("dropped on arrival: %d offsets handled already, %d of partitions not assigned (generation %s, "
                  "flow %s)", arrival.again, arrival.foreign, generation,
@@ -142,13 +141,28 @@ async def batch_messages(events: list[Any], generation: int | None) -> tuple[lis
     return messages, [kept[i] for i in origin]
 
 
-def assigned_sources() -> set[tuple[str, int]]:
-    """The clicks partitions this worker owns now; none while a rebalance has stopped the flow (a batch taken
-    before it is dropped then: whoever gets its partitions reads it from the committed offset)."""
-    if not app.consumer.flow_active:
-        return set()
+@app.on_partitions_assigned.connect
+async def start_where_committed(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+    """Each assigned clicks partition starts at the group's committed offset; one without a committed offset (or
+    at 0) at the first offset of its log, where the worker seeks it: aiokafka's seek to the committed offsets
+    leaves those where the consumer had fetched them to before the rebalance, so that records fetched then and
+    dropped with Faust's queues would never be read again. The ledger learns where each partition starts."""
+    generation = app.consumer_generation_id
     sources = set(click_sources.topics)
-    return {(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in sources}
+    tps = sorted(tp for tp in assigned if tp.topic in sources)
+    if not tps:
+        ledger.assign(generation, {}, {})
+        return
+    committed = {TP(tp.topic, tp.partition): offset for tp, offset in (await app.consumer.seek_to_committed()).items()}
+    fresh = [tp for tp in tps if not committed.get(tp)]
+    earliest = await app.consumer.earliest_offsets(*fresh) if fresh else {}
+    for tp in fresh:
+        await app.consumer.seek(tp, earliest[tp])
+    if generation != app.consumer_generation_id:
+        return  # rebalanced again meanwhile: the next assignment starts afresh
+    ledger.assign(generation, {(tp.topic, tp.partition): committed.get(tp) or earliest[tp] for tp in tps},
+                  {(tp.topic, tp.partition): committed.get(tp) for tp in tps})
+    log.info("offsets at assignment: %s", ledger.describe())
 
 
 async def deliver(messages: list[Message], sources: list[Any], result: BatchResult, started: float) -> None:
@@ -319,13 +333,14 @@ async def before_revoke() -> None:
     """The group rebalances (called by streams.app.IntentApp before Faust revokes anything): let the batches in
     flight be delivered, commit what was handled, and start afresh with the next assignment. A batch that is
     not delivered in time stays uncommitted: its clicks are read again by whoever gets the partition."""
+    ledger.stop_accepting()  # a batch taken from now on is dropped: it would be handled and never committed
     pending = [f for f in in_flight if not f.done()]
     if pending:
         await asyncio.wait(pending, timeout=max(1.0, settings.session_timeout_s / 2))
     try:
         await commit_delivered(rebalancing=True)
     finally:
-        ledger.start(None)
+        ledger.revoke()
 
 
 app.before_revoke.append(before_revoke)
@@ -348,8 +363,7 @@ async def watch_progress() -> None:
             progress.not_watching()
             return
         ends = await asyncio.wait_for(app.consumer.highwaters(*tps), timeout=WATCH_INTERVAL_S)
-        committed = {**committed_offsets(app.consumer, tps), **ledger.known_committed()}
-        late = progress.stalled({(tp.topic, tp.partition): end for tp, end in ends.items()}, committed)
+        late = progress.stalled({(tp.topic, tp.partition): end for tp, end in ends.items()}, ledger.progress())
     except Exception as exc:  # the broker is away (Faust and the client log that): not this worker's stall
         log.debug("progress watch: end offsets not read: %r", exc)
         progress.not_watching()

@@ -17,9 +17,10 @@
    (``ProducerBuffer.flush_atmost``): under load a commit could pass records still queued, and a kill -9 then
    lost them while their clicks stayed committed (the changelog, which other workers recover from, missed the
    window). Records handed to aiokafka before the batch is committed are covered by the flush before the commit.
-5. The consumer's committed offsets as read by its seek at an assignment (``Consumer._committed_offset``,
-   private): :func:`committed_offsets` tells the ledger (streams/ledger.py) where each newly assigned partition
-   starts.
+5. Where an assigned partition starts (``Consumer.seek_to_committed``, ``earliest_offsets`` and ``seek``, public
+   methods of Faust's consumer): aiokafka's seek to the committed offsets skips a partition whose committed
+   offset is missing or 0, which then goes on from wherever it was fetched to before the rebalance;
+   ``streams.agents.start_where_committed`` seeks those to the first offset of their log.
 6. The RocksDB store's databases (``Store._dbs``, private, and its ``offset_key``): :func:`scan_table` reads a
    table's active partitions a slice at a time from where the last slice ended, so that a pass over every
    stored window never holds the event loop for the whole table, as ``table.items()`` in one go does.
@@ -30,7 +31,7 @@ import contextlib
 import dataclasses
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from faust.streams import _current_event
@@ -48,12 +49,6 @@ def current_event_of(event: Any | None) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
-
-
-def committed_offsets(consumer: Any, tps: Iterable[TP]) -> dict[tuple[str, int], int | None]:
-    """The group's committed offset per partition as this worker's consumer knows it (None: none yet)."""
-    known = consumer._committed_offset
-    return {(tp.topic, tp.partition): known.get(tp) for tp in tps}
 
 
 def scan_table(table: Any, after: tuple[int, bytes] | None, limit: int
