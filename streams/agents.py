@@ -41,11 +41,15 @@ EXIT_STALLED = 75  # EX_TEMPFAIL: a restart is expected to carry on
 WATCH_INTERVAL_S = 5.0
 COMMIT_INTERVAL_S = 1.0
 STOP_WAIT_S = 5.0
+RESEEK_AFTER_S = 10.0
 # windows read after each batch while a pass runs (~10 ms here): a million users take ~250 batches, not one
 # stall of seconds
 EXPIRY_SLICE = 4096
 runtime = Runtime()  # this worker's inference engine, shared with the web views (streams/web.py)
 progress = ProgressWatch(settings.stall_timeout_s)
+# a partition whose next expected offset stands still below its end this long, with no batch in flight, is
+# sought back to it: Faust's fetch loop can be left ahead of it after a rebalance and drop what it fetches again
+arrivals = ProgressWatch(RESEEK_AFTER_S)
 ledger = Ledger()  # what the agent handled, and what the worker commits (streams/ledger.py)
 log_reader = LogReader(settings.aiokafka_config())  # reads the offsets a batch skips (streams/holes.py)
 in_flight: set[asyncio.Future[Any]] = set()  # batches handed to the engine and not yet delivered
@@ -368,6 +372,7 @@ async def watch_progress() -> None:
         log.debug("progress watch: end offsets not read: %r", exc)
         progress.not_watching()
         return
+    await reseek_quiet_partitions(ends)
     metrics.commit_waiting.clear()
     for (topic, partition), waiting in progress.waiting_s.items():
         metrics.commit_waiting.labels(topic, str(partition)).set(waiting)
@@ -380,6 +385,22 @@ async def watch_progress() -> None:
         dump_tasks()
         logging.shutdown()
         os._exit(EXIT_STALLED)
+
+
+async def reseek_quiet_partitions(ends: dict[Any, int]) -> None:
+    """A safety net: clicks wait on a partition, yet none reached the agent for ``RESEEK_AFTER_S`` with no batch
+    in flight: seek the consumer back to the next offset the agent expects (logged, counted)."""
+    if not ledger.accepting or any(not f.done() for f in in_flight):
+        arrivals.not_watching()
+        return
+    quiet = arrivals.stalled({(tp.topic, tp.partition): end for tp, end in ends.items()}, ledger.next_offsets())
+    for (topic, partition), (expected, end) in sorted(quiet.items()):
+        log.warning("%s[%d]: no click reached the agent for %.0fs while offsets %d to %d wait; seeking back to %d",
+                    topic, partition, RESEEK_AFTER_S, expected, end - 1, expected)
+        metrics.reseeks.inc()
+        await app.consumer.seek(TP(topic, partition), expected)
+    if quiet:
+        arrivals.not_watching()
 
 
 def arm_loop_watch() -> None:

@@ -110,6 +110,10 @@ class Ledger:
         """Per assigned partition, how far the group has got: the committed offset, else where it started."""
         return {tp: committed if committed is not None else self.starts[tp] for tp, committed in self.committed.items()}
 
+    def next_offsets(self) -> dict[TopicPartition, int]:
+        """Per assigned partition, the next offset the agent expects."""
+        return dict(self.expected)
+
     def describe(self) -> str:
         """Per partition: where it started, the next expected offset, the offset after the last delivered, the
         committed one (for the log)."""

@@ -28,6 +28,8 @@ skipped_offsets = Counter("clickstream_skipped_offsets", "Records of the clicks 
 dropped_offsets = Counter("clickstream_dropped_offsets", "Messages dropped on arrival: handled already in this "
                           "assignment (a seek back), or of a partition revoked meanwhile (its new owner reads it)",
                           ["reason"], registry=REGISTRY)
+reseeks = Counter("clickstream_reseeks", "Partitions sought back to the next offset the agent expects after no click "
+                  "reached it for a while though clicks waited (a safety net)", registry=REGISTRY)
 commits = Counter("clickstream_commits", "Offset commits of the clicks topics made by the worker", registry=REGISTRY)
 commit_waiting = Gauge("clickstream_commit_waiting_seconds", "Per assigned partition, how long its committed offset "
                        "has stood still while clicks wait behind it (0: none wait); the worker exits at "
