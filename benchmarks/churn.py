@@ -29,10 +29,11 @@ from typing import Any
 
 from benchmarks.common import RESULTS, model_dir, run_settings, table, write_results
 from benchmarks.worker_process import WorkerProcess, worker_env
-from core.kafka import consumer_at, ensure_topics, send_all
+from core.kafka import consumer_at, ensure_topics, read_to_end, send_all
 from core.records import Click, Prediction
 from core.settings import Settings
 from schemas.codec import RecordCodec
+from streams.watchdog import ProgressWatch
 from streams.window import UserWindow
 
 STATE = Path(".state/bench")
@@ -153,7 +154,7 @@ class Commits(threading.Thread):
         admin = KafkaAdminClient(**s.kafka_python_config())
         consumer = KafkaConsumer(**s.kafka_python_config())
         tps = [TopicPartition(s.clicks_topic, p) for p in range(s.partitions)]
-        since: dict[int, tuple[int | None, float]] = {}
+        watch = ProgressWatch(timeout_s=0)  # the worker's own measure of a partition's wait, never a stall here
         try:
             while not self.done.wait(1.0):
                 try:
@@ -161,14 +162,9 @@ class Commits(threading.Thread):
                     committed = admin.list_group_offsets(s.app_id).get(s.app_id, {})
                 except Exception:  # the group is rebalancing or the broker is busy: next second
                     continue
-                now = time.monotonic()
-                for tp in tps:
-                    done = committed[tp].offset if tp in committed else None
-                    seen = since.get(tp.partition)
-                    if seen is None or seen[0] != done or (done or 0) >= ends[tp]:
-                        since[tp.partition] = (done, now)
-                    else:
-                        self.longest_s = max(self.longest_s, now - seen[1])
+                watch.stalled({tp: ends[tp] for tp in tps},
+                              {tp: committed[tp].offset if tp in committed else None for tp in tps})
+                self.longest_s = max(self.longest_s, *watch.waiting_s.values())
         finally:
             consumer.close()
             admin.close()
@@ -192,19 +188,7 @@ def expected_windows(clicks: Iterable[Click], max_events: int) -> dict[str, User
 def changelog_windows(settings: Settings, timeout_s: float = 120.0) -> dict[str, UserWindow]:
     """The newest value per user in the window table's changelog (what any worker recovers from); a user whose
     newest record is a tombstone has no window."""
-    consumer = consumer_at(settings, settings.changelog_topic, from_beginning=True)
-    latest: dict[str, bytes | None] = {}
-    deadline = time.monotonic() + timeout_s
-    try:
-        ends = consumer.end_offsets(list(consumer.assignment()))
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{settings.changelog_topic}: not read to its end within {timeout_s:.0f}s")
-            for batch in consumer.poll(timeout_ms=500).values():
-                for record in batch:
-                    latest[record.key.decode()] = record.value
-    finally:
-        consumer.close()
+    latest = {record.key.decode(): record.value for record in read_to_end(settings, settings.changelog_topic, timeout_s)}
     return {user: UserWindow.unpack(value) for user, value in latest.items() if value is not None}
 
 

@@ -209,6 +209,24 @@ def consumer_at(settings: Settings, topic: str, *, from_beginning: bool,
     return consumer
 
 
+def read_to_end(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Any]:
+    """Every record of ``topic`` up to its current end (offset gaps of compacted topics included); TimeoutError
+    if it is not read within ``timeout_s``."""
+    consumer = consumer_at(settings, topic, from_beginning=True)
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        ends = consumer.end_offsets(list(consumer.assignment()))
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not read to its end within {timeout_s}s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
+
+
 def topic_size(settings: Settings, topic: str) -> int:
     """Records in ``topic``: the sum of its partitions' end offsets."""
     consumer = consumer_at(settings, topic, from_beginning=False)

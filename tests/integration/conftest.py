@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 
-from core.kafka import consumer_at
+from core.kafka import consumer_at, read_to_end
 from core.records import Click
 from core.settings import Settings
 from tests.conftest import REPO
@@ -102,19 +102,7 @@ def consume(settings: Settings, topic: str, count: int, timeout_s: float = 60.0)
 
 def read_all(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Any]:
     """Every record of ``topic`` up to its current end (offset gaps of compacted topics included)."""
-    consumer = consumer_at(settings, topic, from_beginning=True)
-    records: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        ends = consumer.end_offsets(list(consumer.assignment()))
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: not read to its end within {timeout_s}s")
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
-    return records
+    return read_to_end(settings, topic, timeout_s)
 
 
 def sample_clicks(n: int, prefix: str) -> list[Click]:
