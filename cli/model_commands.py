@@ -124,6 +124,20 @@ def evaluate(logs: tuple[str, ...], fmt: str, mapping: str | None,
 
 
 
+@click.command(name="export")
+@click.argument("model_dir", type=click.Path(file_okay=False))
+def export_serving(model_dir: str) -> None:
+    """Write MODEL_DIR's serving file (serving.npz) from its trained network.
+
+    The worker serves from that file, without TensorFlow; `train` writes it. Run this for a model trained
+    before the file existed (the worker refuses such a model with a line naming this command).
+    """
+    from model.export import export_artifact
+
+    path = export_artifact(model_dir)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 @click.command()
 @click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @log_format_options
@@ -169,9 +183,9 @@ def explain(logs: tuple[str, ...], fmt: str, mapping: str | None, model_dir: str
     for c in clicks:
         window.add(c.event_id, c.category_id, c.event_type, c.event_time_ms, n)
     # one call: the window, each event masked, each group neutralised; top_k large enough to find the top
-    # category in every variant; no XLA for a single call
+    # category in every variant
     predictor = Predictor(model_dir, batch_sizes=(len(window) + 1 + len(GROUPS),), lengths=(len(window),),
-                          top_k=100, drivers=DRIVERS_PER_PREDICTION, jit_compile=False, warm=False)
+                          top_k=100, drivers=DRIVERS_PER_PREDICTION)
     result = explain_window(predictor.predict, window.model_window())
     click.echo(f"user {user}: {len(clicks)} events in the log; the window holds the newest {len(window)} "
                f"(model {predictor.version}, N={predictor.window_length})")

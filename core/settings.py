@@ -84,6 +84,7 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 WireFormat = Literal["bare", "single-object"]
 PredictorWarm = Literal["first", "all"]
+Runtime = Literal["numpy", "tensorflow"]
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -107,8 +108,11 @@ class Settings:
     inference_threads: int = 2
     predictor_batch_sizes: tuple[int, ...] = (8, 64, 512)
     predictor_lengths: tuple[int, ...] = (16,)
-    # "first": serve once the one shape every batch fits is compiled (~4 s), compile the rest beside the first
-    # batches (faster restarts); "all": compile every shape before serving (steady latency from the first click)
+    # what computes the network: "numpy" (the artifact's serving.npz, no TensorFlow in the worker) or
+    # "tensorflow" (the Keras network compiled per shape)
+    runtime: Runtime = "numpy"
+    # the tensorflow runtime: "first" serves once the one shape every batch fits is compiled, compiles the rest
+    # beside the first batches (faster restarts); "all" compiles every shape before serving
     predictor_warm: PredictorWarm = "first"
     explain_predictions: bool = False
     # the inference engine in a child process (true) or in a thread of the worker's (false)

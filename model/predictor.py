@@ -1,16 +1,19 @@
 """The batched predictor the streaming worker calls: one call predicts many users' windows.
 
-Windows are padded to a few fixed (batch, length) shapes, each served by a compiled ``tf.function`` with a
-fixed input signature (XLA by default) over the network's fused serving graph (``model/serving.py``), traced
-and warmed when the predictor loads, so no request ever pays for a trace. A batch of short windows runs at a
-short length bucket instead of N.
+Two runtimes compute the network's serving step:
+
+- ``numpy`` (the default): the artifact's ``serving.npz`` run by ``model/runtime.py``; TensorFlow is never
+  imported, any (batch, length) shape runs as it comes, nothing to warm;
+- ``tensorflow``: the Keras network's fused serving graph (``model/serving.py``) in a compiled
+  ``tf.function`` (XLA by default) per fixed (batch, length) shape, traced and warmed when the predictor
+  loads; batches are padded to the smallest shape that holds them. Kept to compare against
+  (``python -m benchmarks predictor``) and for artifacts without a serving file.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import logging
-import time
 from collections.abc import Sequence
 from operator import itemgetter
 from pathlib import Path
@@ -20,28 +23,19 @@ import numpy as np
 
 from core.errors import ModelError
 from core.records import Driver
-from model.artifact import WEIGHTS, read_manifest
+from model.artifact import WEIGHTS, read_manifest, weights_digest
 from model.baselines import StoredBaselines
 from model.config import NetworkConfig
 from model.explain import batch_drivers
-from model.features import OOV, CategoryCodes, FeatureSpec, window_columns, window_index
+from model.export import SERVING
+from model.features import CategoryCodes, FeatureSpec, window_columns, window_index
 from model.mix import rank as mixed_rank
-from model.network import build_network
-from model.serving import fused_network, step_features
-from model.tf_quiet import import_tensorflow
+from model.runtime import NumpyNetwork, serve_columns
 from model.window import Window
 
 log = logging.getLogger(__name__)
 
-
-class _NoRetracingNotice(logging.Filter):
-    """Each (batch, length) shape has a tf.function of its own on purpose: TF's retracing notice is noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-logging.getLogger("tensorflow").addFilter(_NoRetracingNotice())
+RUNTIMES = ("numpy", "tensorflow")
 
 
 @dataclasses.dataclass
@@ -68,41 +62,27 @@ def _buckets(values: Sequence[int], cap: int) -> tuple[int, ...]:
     return tuple(sorted({min(v, cap) for v in values} | {cap}))
 
 
-COLUMNS = ("category", "code", "event_type", "time_ms")  # what the compiled functions take (features.window_columns)
-
-
-def _signature(tf: Any, batch: int, length: int) -> list[Any]:
-    return [tf.TensorSpec((batch, length), tf.int64 if name == "time_ms" else tf.int32) for name in COLUMNS]
-
-
-def _call_with_zeros(function: Any, shape: tuple[int, int]) -> None:
-    batch, length = shape
-    ones_last = np.zeros((batch, length), dtype=np.int32)
-    ones_last[:, -1] = 1
-    function(ones_last, ones_last, ones_last, np.zeros((batch, length), dtype=np.int64))
+COLUMNS = ("category", "code", "event_type", "time_ms")  # what the serving step takes (features.window_columns)
 
 
 class Predictor:
     """Loads an artifact folder and predicts batches of windows.
 
     With ``drivers`` > 0 each prediction also carries the pointer's copy weights and the ``drivers`` window
-    events that drove its top category (``model/explain.py``); the compiled functions then return the
-    attention too, which the default (0) leaves out. ``candidates`` lets :meth:`predict` return the network's
-    own ranking of ``NETWORK_CANDIDATES`` categories (training and evaluation); without it a model whose mix
-    is the network alone ranks only the ``top_k`` it shows.
+    events that drove its top category (``model/explain.py``); the serving step then returns the attention
+    too, which the default (0) leaves out. ``candidates`` lets :meth:`predict` return the network's own
+    ranking of ``NETWORK_CANDIDATES`` categories (training and evaluation); without it a model whose mix is
+    the network alone ranks only the ``top_k`` it shows. ``batch_sizes``, ``lengths``, ``threads``,
+    ``jit_compile`` and ``warm`` concern the ``tensorflow`` runtime's compiled shapes; ``lengths`` also groups
+    the windows of a call in both (short windows never pay for the longest one).
     """
 
     def __init__(self, model_dir: str | Path, *, batch_sizes: Sequence[int] = (1, 8, 32, 128, 512),
                  lengths: Sequence[int] = (8, 16, 32), top_k: int = 10, threads: int | None = None,
                  jit_compile: bool = True, warm: bool | str = True, drivers: int = 0,
-                 candidates: bool = False) -> None:
-        tf = import_tensorflow()
-        if threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(threads)
-            except RuntimeError:  # TF already initialised in this process: keep its thread pools
-                log.warning("TensorFlow is already initialised; thread counts left as they are")
+                 candidates: bool = False, runtime: str = "numpy") -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         self.version: str = self.manifest["version"]
@@ -111,6 +91,7 @@ class Predictor:
         self.window_length = self.config.window_length
         self.top_k = top_k
         self.drivers = drivers
+        self.runtime = runtime
         try:
             self.baselines = StoredBaselines.load(self.model_dir)
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -124,76 +105,52 @@ class Predictor:
         self.network_k = max(1, min(shown, len(self.spec.categories)))
         self.batch_sizes = tuple(sorted(set(batch_sizes)))
         self.lengths = _buckets(lengths, self.window_length)
-        try:
-            self.network = build_network(self.config)
-            self.network.load_weights(self.model_dir / WEIGHTS)
-        except Exception as exc:  # Keras raises ValueError, OSError, KeyError... for a bad weights file
-            raise ModelError(f"{self.model_dir / WEIGHTS} cannot be loaded ({type(exc).__name__}: {exc})") from None
         self._prior = self._prior_prediction()
         self._code_table = CategoryCodes(self.spec)
-        network, k = fused_network(self.network), self.network_k
-
-        gap_scale = self.spec.gap_scale
-
-        def serve(category: Any, code: Any, event_type: Any, time_ms: Any) -> tuple[Any, ...]:
-            # the step features in the graph: no per-window NumPy work before the call
-            out = network(category, event_type, step_features(code, event_type, time_ms, gap_scale))
-            gate = out["gate"]
-            gen = out["category_gen"] * gate
-            # padding and OOV are not categories anyone can be shown
-            gen = tf.concat([tf.zeros_like(gen[:, :2]), gen[:, 2:]], axis=1)
-            copy = out["attention"] * (1.0 - gate)
-            in_vocab = category > OOV
-            rows = tf.broadcast_to(tf.range(tf.shape(category)[0])[:, None], tf.shape(category))
-            # every step scatters (static shapes); padding and OOV steps add 0 to the zeroed columns 0 and 1
-            scores = tf.tensor_scatter_nd_add(
-                gen, tf.stack([rows, category], axis=-1), tf.where(in_vocab, copy, 0.0))
-            top = tf.math.top_k(scores, k=k)
-            oov_copy = tf.where(category == OOV, copy, 0.0)
-            served = (top.indices, top.values, oov_copy, out["event_type"], out["purchase"][:, 0])
-            return (*served, copy) if drivers else served
-
-        self._functions: dict[tuple[int, int], Any] = {}  # compiled with XLA when first called
-        for length in self.lengths:
-            for batch in self.batch_sizes:
-                self._functions[(batch, length)] = tf.function(serve, input_signature=_signature(tf, batch, length),
-                                                               jit_compile=jit_compile, reduce_retracing=False)
-        self._compiled: set[tuple[int, int]] = set()
-        # the function each usable shape runs: every shape (compiled on first use) unless warm="first"
-        self._serving: dict[tuple[int, int], Any] = dict(self._functions)
-        if warm == "first":
-            # serve at once on the one shape every batch fits, traced without XLA (~1.5 s against ~4 s per
-            # compiled shape here, ~30 % slower to run); warm_rest() compiles every shape and swaps them in
-            largest = (self.batch_sizes[-1], self.lengths[-1])
-            plain = tf.function(serve, input_signature=_signature(tf, *largest), jit_compile=False)
-            started = time.perf_counter()
-            _call_with_zeros(plain, largest)
-            self._serving = {largest: plain}
-            self.warm_s = time.perf_counter() - started
+        if runtime == "numpy":
+            self.serving: Any = NumpyServing(self._numpy_network(), self.spec.gap_scale, self.network_k,
+                                             bool(drivers), self.lengths)
         else:
-            self.warm_s = self.warm() if warm else 0.0
+            from model.serving import TensorFlowServing
+
+            self.serving = TensorFlowServing(self.model_dir / WEIGHTS, self.config, self.spec.gap_scale,
+                                             self.network_k, bool(drivers), self.batch_sizes, self.lengths,
+                                             threads=threads, jit_compile=jit_compile, warm=warm)
+
+    def _numpy_network(self) -> NumpyNetwork:
+        path = self.model_dir / SERVING
+        expected = self.manifest.get("serving_sha256")
+        if not path.is_file() or not expected:
+            raise ModelError(f"{path} is missing: export it from the trained network with "
+                             f"`clickstream export {self.model_dir}` (or serve with the tensorflow runtime)")
+        if weights_digest(path) != expected:
+            raise ModelError(f"{path} does not match its manifest (sha256 differs): the artifact is corrupt")
+        try:
+            with np.load(path) as arrays:
+                return NumpyNetwork(dict(arrays), self.config)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"{path} cannot be loaded ({type(exc).__name__}: {exc})") from None
+
+    @property
+    def warm_s(self) -> float:
+        """Seconds the load spent compiling (the tensorflow runtime)."""
+        return float(self.serving.warm_s)
 
     @property
     def shapes_warm(self) -> int:
-        """Shapes compiled so far."""
-        return len(self._compiled)
+        """Shapes compiled so far (the tensorflow runtime; 0 for numpy, which compiles nothing)."""
+        return len(self.serving.compiled)
 
     @property
     def shapes_total(self) -> int:
-        return len(self._functions)
+        return int(self.serving.shapes_total)
 
     def warm(self, shapes: Sequence[tuple[int, int]] | None = None) -> float:
-        """Trace and compile these (batch, length) shapes (default: all) and let batches use them; returns the
-        seconds it took. Each shape costs ~4 s of compiling on the 2-core build machine."""
-        start = time.perf_counter()
-        for shape in shapes if shapes is not None else list(self._functions):
-            _call_with_zeros(self._functions[shape], shape)
-            self._compiled.add(shape)
-            self._serving[shape] = self._functions[shape]
-        return time.perf_counter() - start
+        """Compile these (batch, length) shapes (default: all) and let batches use them; the seconds it took."""
+        return float(self.serving.warm(shapes))
 
     def shapes_to_compile(self) -> list[tuple[int, int]]:
-        return [shape for shape in self._functions if shape not in self._compiled]
+        return list(self.serving.shapes_to_compile())
 
     def warm_rest(self) -> float:
         """Compile the shapes that ``warm="first"`` left out (until a shape is compiled, its batches run on a
@@ -206,11 +163,6 @@ class Predictor:
         if len(self._code_table) > self._code_table.vocabulary + MAX_CATEGORY_CODES:
             self._code_table = CategoryCodes(self.spec)
         return self._code_table
-
-    def _shape_for(self, rows: int, length: int) -> tuple[int, int]:
-        """The cheapest usable (batch, length) shape that holds ``rows`` windows of ``length`` steps."""
-        return min(((b, t) for b, t in list(self._serving) if b >= rows and t >= length),
-                   key=lambda s: (s[0] * s[1], s))
 
     def _prior_prediction(self) -> tuple[list[tuple[str, float]], np.ndarray, float]:
         prior = self.manifest["prior"]
@@ -237,7 +189,7 @@ class Predictor:
         copies = [np.zeros(0, dtype=np.float32)] * n if self.drivers else None
         steps: list[tuple[np.ndarray, ...]] = []  # with drivers: per chunk, its rows and their steps
         # each length bucket runs on its own: short windows never pay for the longest one in the batch
-        bucket_of = np.searchsorted(np.asarray(sorted({t for _, t in list(self._serving)})), lengths)
+        bucket_of = np.searchsorted(np.asarray(self.serving.length_buckets()), lengths)
         largest = self.batch_sizes[-1]
         network_only = self.network_only
         width = self.top_k if network_only and not candidates else self.network_k
@@ -274,7 +226,7 @@ class Predictor:
                       top: list[list[tuple[str, float]]], types: np.ndarray, purchase: np.ndarray,
                       copies: list[np.ndarray] | None, steps: list[tuple[np.ndarray, ...]]) -> None:
         b = len(windows)
-        batch, length = self._shape_for(b, int(lengths.max()))
+        batch, length = self.serving.shape_for(b, int(lengths.max()))
         # flat columns of the windows' newest `length` events, then the one feature function
         firsts = [len(w) - k for w, k in zip(windows, lengths.tolist())]
         flat_cats = list(itertools.chain.from_iterable(w.categories[a:] for w, a in zip(windows, firsts)))
@@ -286,19 +238,20 @@ class Predictor:
         codes = np.fromiter(map(code_of.__getitem__, flat_cats), dtype=np.int64, count=len(flat_cats))
         x = window_columns(code_of.input_index(codes), codes.astype(np.int32), flat_types, flat_times, index)
         # the shape's spare rows are padding (event type 0): their outputs are dropped
-        idx, scores, oov_copy, event_type, buy, *copy = self._serving[(batch, length)](
-            *(np.concatenate([x[name], np.zeros((batch - b, length), x[name].dtype)]) for name in COLUMNS))
+        idx, scores, oov_copy, event_type, buy, *copy = self.serving((batch, length), *(
+            x[name] if batch == b else np.concatenate([x[name], np.zeros((batch - b, length), x[name].dtype)])
+            for name in COLUMNS))
         if copies is not None:
-            weights = copy[0].numpy()[:b]
+            weights = copy[0][:b]
             for r in range(b):  # left padding: a window's events are the last lengths[r] steps
                 copies[rows[r]] = weights[r, length - lengths[r]:]
             valid, safe = index >= 0, np.maximum(index, 0)
             first = np.fromiter((len(w) for w in windows), dtype=np.int64, count=b) - length
             steps.append((rows, np.where(valid, codes[safe], -1), weights, flat_types[safe], flat_times[safe], first,
                           code_of))
-        idx, scores, oov_copy = idx.numpy()[:b, :width], scores.numpy()[:b, :width], oov_copy.numpy()[:b]
-        types[rows] = event_type.numpy()[:b]
-        purchase[rows] = buy.numpy()[:b]
+        idx, scores, oov_copy = idx[:b, :width], scores[:b, :width], oov_copy[:b]
+        types[rows] = event_type[:b]
+        purchase[rows] = buy[:b]
         names, score_rows = self.spec.index_to_category[idx].tolist(), scores.tolist()
         for r, best in enumerate(map(list, map(zip, names, score_rows))):
             top[rows[r]] = best
@@ -317,3 +270,31 @@ class Predictor:
                 merged[raw] = merged.get(raw, 0.0) + p
             top[rows[r]] = sorted(merged.items(), key=itemgetter(1), reverse=True)[:width]  # stable, as before
 
+
+
+class NumpyServing:
+    """The ``numpy`` runtime's serving step: any (batch, length) shape, nothing compiled."""
+
+    warm_s = 0.0
+    shapes_total = 0
+    compiled: frozenset[tuple[int, int]] = frozenset()
+
+    def __init__(self, network: NumpyNetwork, gap_scale: float, k: int, with_copy: bool,
+                 lengths: Sequence[int]) -> None:
+        self.network, self.gap_scale, self.k, self.with_copy = network, gap_scale, k, with_copy
+        self.lengths = tuple(lengths)
+
+    def length_buckets(self) -> Sequence[int]:
+        return self.lengths
+
+    def shape_for(self, rows: int, length: int) -> tuple[int, int]:
+        return rows, length
+
+    def warm(self, shapes: Sequence[tuple[int, int]] | None = None) -> float:
+        return 0.0
+
+    def shapes_to_compile(self) -> list[tuple[int, int]]:
+        return []
+
+    def __call__(self, shape: tuple[int, int], *columns: np.ndarray) -> tuple[np.ndarray, ...]:
+        return serve_columns(self.network, self.gap_scale, self.k, *columns, with_copy=self.with_copy)

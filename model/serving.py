@@ -1,4 +1,5 @@
-"""The network's outputs for serving, computed by a fused graph built from the trained Keras network's weights.
+"""The ``tensorflow`` serving runtime: the network's outputs computed by a fused graph built from the trained Keras
+network's weights, compiled per shape (``model/runtime.py`` is the default, NumPy runtime).
 
 The same function as ``network([category, event_type, steps], training=False)`` (``model/network.py``), rewritten
 for inference on CPU, where the LSTM's recurrence is most of the cost:
@@ -16,13 +17,20 @@ Keras's masked LSTM does. ``tests/unit/test_model.py`` holds the fused outputs t
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model.features import DAY_MS, PAD
+from core.errors import ModelError
+from model.features import DAY_MS, OOV, PAD
 from model.tf_quiet import import_tensorflow
+
+log = logging.getLogger(__name__)
 
 
 def step_features(codes: Any, event_type: Any, t: Any, gap_scale: float) -> Any:
@@ -116,3 +124,112 @@ def fused_network(network: Any) -> Any:
         return out
 
     return run
+
+
+COLUMNS = ("category", "code", "event_type", "time_ms")  # the serving step's inputs (features.window_columns)
+
+
+class _NoRetracingNotice(logging.Filter):
+    """Each (batch, length) shape has a tf.function of its own on purpose: TF's retracing notice is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _signature(tf: Any, batch: int, length: int) -> list[Any]:
+    return [tf.TensorSpec((batch, length), tf.int64 if name == "time_ms" else tf.int32) for name in COLUMNS]
+
+
+def _call_with_zeros(function: Any, shape: tuple[int, int]) -> None:
+    batch, length = shape
+    ones_last = np.zeros((batch, length), dtype=np.int32)
+    ones_last[:, -1] = 1
+    function(ones_last, ones_last, ones_last, np.zeros((batch, length), dtype=np.int64))
+
+
+class TensorFlowServing:
+    """The ``tensorflow`` runtime's serving step (``model.predictor.Predictor(runtime="tensorflow")``): the
+    Keras network's fused graph compiled per fixed (batch, length) shape; a batch runs on the smallest usable
+    shape that holds it, padded.
+
+    ``warm``: True compiles every shape at load; "first" serves at once on the largest shape, traced without
+    XLA, until :meth:`warm` compiles the others; False compiles each shape when first used."""
+
+    def __init__(self, weights: Path, config: Any, gap_scale: float, k: int, with_copy: bool,
+                 batch_sizes: Sequence[int], lengths: Sequence[int], *, threads: int | None,
+                 jit_compile: bool, warm: bool | str) -> None:
+        tf = import_tensorflow()
+        logging.getLogger("tensorflow").addFilter(_NoRetracingNotice())
+        if threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:  # TF already initialised in this process: keep its thread pools
+                log.warning("TensorFlow is already initialised; thread counts left as they are")
+        from model.network import build_network
+
+        try:
+            self.network = build_network(config)
+            self.network.load_weights(weights)
+        except Exception as exc:  # Keras raises ValueError, OSError, KeyError... for a bad weights file
+            raise ModelError(f"{weights} cannot be loaded ({type(exc).__name__}: {exc})") from None
+        network = fused_network(self.network)
+
+        def serve(category: Any, code: Any, event_type: Any, time_ms: Any) -> tuple[Any, ...]:
+            # the step features in the graph: no per-window NumPy work before the call
+            out = network(category, event_type, step_features(code, event_type, time_ms, gap_scale))
+            gate = out["gate"]
+            gen = out["category_gen"] * gate
+            # padding and OOV are not categories anyone can be shown
+            gen = tf.concat([tf.zeros_like(gen[:, :2]), gen[:, 2:]], axis=1)
+            copy = out["attention"] * (1.0 - gate)
+            in_vocab = category > OOV
+            rows = tf.broadcast_to(tf.range(tf.shape(category)[0])[:, None], tf.shape(category))
+            # every step scatters (static shapes); padding and OOV steps add 0 to the zeroed columns 0 and 1
+            scores = tf.tensor_scatter_nd_add(
+                gen, tf.stack([rows, category], axis=-1), tf.where(in_vocab, copy, 0.0))
+            top = tf.math.top_k(scores, k=k)
+            oov_copy = tf.where(category == OOV, copy, 0.0)
+            served = (top.indices, top.values, oov_copy, out["event_type"], out["purchase"][:, 0])
+            return (*served, copy) if with_copy else served
+
+        self.functions: dict[tuple[int, int], Any] = {}  # compiled with XLA when first called
+        for length in lengths:
+            for batch in batch_sizes:
+                self.functions[(batch, length)] = tf.function(serve, input_signature=_signature(tf, batch, length),
+                                                              jit_compile=jit_compile, reduce_retracing=False)
+        self.shapes_total = len(self.functions)
+        self.compiled: set[tuple[int, int]] = set()
+        # the function each usable shape runs: every shape (compiled on first use) unless warm="first"
+        self.serving: dict[tuple[int, int], Any] = dict(self.functions)
+        if warm == "first":
+            largest = (max(batch_sizes), max(lengths))
+            plain = tf.function(serve, input_signature=_signature(tf, *largest), jit_compile=False)
+            started = time.perf_counter()
+            _call_with_zeros(plain, largest)
+            self.serving = {largest: plain}
+            self.warm_s = time.perf_counter() - started
+        else:
+            self.warm_s = self.warm() if warm else 0.0
+
+    def length_buckets(self) -> list[int]:
+        return sorted({t for _, t in list(self.serving)})
+
+    def shape_for(self, rows: int, length: int) -> tuple[int, int]:
+        """The cheapest usable (batch, length) shape that holds ``rows`` windows of ``length`` steps."""
+        return min(((b, t) for b, t in list(self.serving) if b >= rows and t >= length),
+                   key=lambda s: (s[0] * s[1], s))
+
+    def warm(self, shapes: Sequence[tuple[int, int]] | None = None) -> float:
+        start = time.perf_counter()
+        for shape in shapes if shapes is not None else list(self.functions):
+            _call_with_zeros(self.functions[shape], shape)
+            self.compiled.add(shape)
+            self.serving[shape] = self.functions[shape]
+        return time.perf_counter() - start
+
+    def shapes_to_compile(self) -> list[tuple[int, int]]:
+        return [shape for shape in self.functions if shape not in self.compiled]
+
+    def __call__(self, shape: tuple[int, int], *columns: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(value.numpy() for value in self.serving[shape](*columns))

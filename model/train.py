@@ -17,6 +17,7 @@ from model.baselines import StoredBaselines
 from model.config import NetworkConfig, TrainConfig
 from model.data import EventLog, TimeSplit, load_events, skipped_summary, target_positions
 from model.examples import LogColumns
+from model.export import write_serving
 from model.features import FeatureSpec, window_index
 from model.metrics import ranking_metrics, ranks, tune_class_weights
 from model.mix import NETWORK_ONLY, MixTuner
@@ -116,6 +117,7 @@ def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainC
                         batch_size=config.batch_size, shuffle=True, callbacks=callbacks, verbose=verbose)
 
     network.save(out / WEIGHTS)
+    serving_digest = weights_digest(write_serving(network, out))
     losses = {k: [round(float(v), 5) for v in vals] for k, vals in history.history.items()}
     best_epoch = int(np.argmax(losses[VAL_MRR]))
     digest = weights_digest(out / WEIGHTS)
@@ -125,6 +127,7 @@ def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainC
         "version": f"{now:%Y%m%d%H%M%S}-{digest[:8]}",
         "created_at": now.isoformat(timespec="seconds"),
         "weights_sha256": digest,
+        "serving_sha256": serving_digest,
         "network": net_config.to_json(),
         "features": spec.to_json(),
         "prior": prior(log, train_targets, columns.purchase_soon),
@@ -240,8 +243,7 @@ def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets
     windows = [log.category_ids[a:b].tolist() for a, b in zip(starts, targets)]
     truth = log.category_ids[targets].tolist()
     baselines.tune_decay(windows, truth)
-    predictor = Predictor(out, batch_sizes=(512,), lengths=(window_length,), jit_compile=False, warm=False,
-                          candidates=True)
+    predictor = Predictor(out, batch_sizes=(512,), lengths=(window_length,), candidates=True)
     network_top: list[list[tuple[str, float]]] = []
     type_probs = []
     for lo in range(0, len(targets), 2048):

@@ -196,7 +196,7 @@ async def start_engine(first: bool = True) -> Inference:
                          settings.predictor_batch_sizes, settings.predictor_lengths,
                          DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
                          settings.schema_id_click, settings.schema_id_prediction, settings.codec_options(),
-                         derived.config, settings.predictor_factory,
+                         derived.config, settings.predictor_factory, settings.runtime,
                          warm=settings.predictor_warm if first else "all")
     engine = await Inference(config, in_process=in_process).ready()
     log.info("model %s loaded from %s in the inference %s; serving after %.1fs of warm-up, %d of %d shapes "

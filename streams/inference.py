@@ -51,6 +51,7 @@ class ChildConfig:
     codec_options: dict[str, Any]
     deriving: DerivingConfig
     predictor_factory: str = "model.predictor:Predictor"  # module:callable, called like Predictor
+    runtime: str = "numpy"  # model.predictor.RUNTIMES
     # "first": serve once one shape is traced, compile the others one after a batch each (as the worker does in
     # its own process); "all": every shape compiled before the child is ready (a model rolled out later)
     warm: str = "all"
@@ -91,7 +92,8 @@ def serve(conn: Any, config: ChildConfig) -> None:
     try:
         predictor = predictor_factory(config.predictor_factory)(
             config.model_dir, top_k=config.top_k, threads=config.threads or None, batch_sizes=config.batch_sizes,
-            lengths=config.lengths, drivers=config.drivers, warm="first" if config.warm == "first" else True)
+            lengths=config.lengths, drivers=config.drivers, warm="first" if config.warm == "first" else True,
+            runtime=config.runtime)
         processor = BatchProcessor(
             click_codec=RecordCodec(Click, config.click_schema_id, **config.codec_options),
             prediction_codec=RecordCodec(Prediction, config.prediction_schema_id, **config.codec_options),

@@ -191,14 +191,15 @@ def test_windows_predicted_together_get_what_each_gets_alone(artifact: Path) -> 
 
 @pytest.mark.slow
 def test_a_predictor_warmed_on_one_shape_serves_the_same_predictions_at_once(artifact: Path) -> None:
-    """The worker warms one shape before it serves and compiles the others beside the predictions."""
+    """The tensorflow runtime warms one shape before it serves and compiles the others beside the predictions."""
     seqs = [["c1", "c2"], ["c5", "c6", "c7", "c8", "c9", "c0", "c1"], ["c3"], ["new", "c2", "new"]]
-    full = Predictor(artifact, batch_sizes=(4, 16), lengths=(4, 8), top_k=3)
-    lazy = Predictor(artifact, batch_sizes=(4, 16), lengths=(4, 8), top_k=3, warm="first")
+    shapes = {"batch_sizes": (4, 16), "lengths": (4, 8), "top_k": 3, "runtime": "tensorflow"}
+    full = Predictor(artifact, **shapes)
+    lazy = Predictor(artifact, **shapes, warm="first")
     assert (full.shapes_warm, lazy.shapes_warm) == (4, 0)
-    assert lazy._shape_for(2, 3) == (16, 8)  # padded to the one usable shape, not compiled with XLA yet
+    assert lazy.serving.shape_for(2, 3) == (16, 8)  # padded to the one usable shape, not compiled with XLA yet
     padded = lazy.predict(windows_of(seqs))
-    assert lazy.warm_rest() > 0 and lazy.shapes_warm == 4 and lazy._shape_for(2, 3) == (4, 4)
+    assert lazy.warm_rest() > 0 and lazy.shapes_warm == 4 and lazy.serving.shape_for(2, 3) == (4, 4)
     for result in (padded, lazy.predict(windows_of(seqs))):
         expected = full.predict(windows_of(seqs))
         assert [[c for c, _ in row] for row in result.top_categories] == \
