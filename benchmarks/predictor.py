@@ -1,5 +1,6 @@
-"""Windows/s of the batched predictor against batch size and window length, next to `model.predict`
-called per window in the same run; with --drivers, instead, the cost of explained predictions
+"""Windows/s of the batched predictor against batch size and window length, for each serving runtime (numpy,
+the default, and tensorflow), next to `model.predict` called per window in the same run; with --drivers,
+instead, the cost of explained predictions
 (CLICKSTREAM_EXPLAIN_PREDICTIONS): windows/s with and without drivers, and the worker's per-click work of
 building and encoding a prediction with and without them."""
 from __future__ import annotations
@@ -39,12 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     import keras
 
     from model.features import encode_windows, window_index
-    from model.predictor import Predictor
+    from model.predictor import RUNTIMES, Predictor
     from model.window import Window
 
     path = model_dir(args.model)
-    predictor = Predictor(path, batch_sizes=(1, 32, 256), lengths=(8,), jit_compile=not args.no_jit)
+    batches = (1, 32, 64, 256, 512)
+    predictors = {runtime: Predictor(path, batch_sizes=batches, lengths=(8,), jit_compile=not args.no_jit,
+                                     runtime=runtime) for runtime in RUNTIMES}
     gc.freeze()  # as the worker does once its model is loaded: no full collection walks TensorFlow's objects
+    predictor = predictors["numpy"]
     n = predictor.window_length
     rng = np.random.default_rng(0)
     cats = list(predictor.spec.categories[:200])
@@ -56,11 +60,13 @@ def main(argv: list[str] | None = None) -> None:
 
     rows, results = [], []
     for length in (8, n):
-        for batch in (1, 32, 256):
+        for batch in batches:
             ws = windows(batch, length)
-            r = rate(lambda ws=ws: predictor.predict(ws), batch, args.seconds)
-            rows.append([batch, length, r])
-            results.append({"batch": batch, "length": length, "windows_per_s": r})
+            rates = {runtime: rate(lambda ws=ws, p=p: p.predict(ws), batch, args.seconds)
+                     for runtime, p in predictors.items()}
+            rows.append([batch, length, *rates.values(), rates["numpy"] / rates["tensorflow"]])
+            results.append({"batch": batch, "length": length, "windows_per_s": rates["numpy"],
+                            "windows_per_s_by_runtime": rates})
     # the seed's way: model.predict on one window at a time
     network = keras.saving.load_model(path / "model.keras")
     ws = windows(1, n)
@@ -74,18 +80,18 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.per_window_calls):
         network.predict(inputs, verbose=0)
     per_window = args.per_window_calls / (time.perf_counter() - start)
-    rows.append(["model.predict per window", n, per_window])
-    print(table(rows, ["batch", "length", "windows/s"]))
+    print(table(rows, ["batch", "length", "numpy windows/s", "tensorflow windows/s", "numpy / tensorflow"]))
     best = next(r for r in results if r["batch"] == 256 and r["length"] == n)["windows_per_s"]
-    print(f"batch 256, N={n}: {best:,.0f} windows/s = {best / per_window:,.0f}x model.predict per window "
-          f"({per_window:.1f}/s); warm-up of {predictor.shapes_total} shapes "
-          f"took {predictor.warm_s:.1f}s")
+    compiled = predictors["tensorflow"]
+    print(f"batch 256, N={n}: {best:,.0f} windows/s (numpy runtime) = {best / per_window:,.0f}x model.predict per "
+          f"window ({per_window:.1f}/s); the tensorflow runtime's warm-up of {compiled.shapes_total} shapes "
+          f"took {compiled.warm_s:.1f}s")
     write_results("predictor", {"model": str(path), "model_version": predictor.version, "jit": not args.no_jit,
                                 "results": results, "model_predict_per_window_per_s": per_window,
-                                "speedup_batch256_vs_predict": best / per_window, "warm_s": predictor.warm_s})
-    bar_chart(RESULTS / "predictor.png", "predictor throughput (windows/s)",
-              [f"b{r[0]} N{r[1]}" if isinstance(r[0], int) else "predict/window" for r in rows],
-              [r[2] for r in rows], "windows/s", log=True)
+                                "speedup_batch256_vs_predict": best / per_window, "warm_s": compiled.warm_s})
+    labels = [f"b{r[0]} N{r[1]}" for r in rows]
+    bar_chart(RESULTS / "predictor.png", "predictor throughput, numpy runtime (windows/s)",
+              [*labels, "predict/window"], [*(r[2] for r in rows), per_window], "windows/s", log=True)
 
 
 def drivers_cost(path: Path, seconds: float, jit: bool, rounds: int = 3) -> None:

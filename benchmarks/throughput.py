@@ -69,12 +69,15 @@ def wait_for_output(s: Settings, topic: str, count: int, timeout_s: float) -> fl
     return time.perf_counter() - start
 
 
-def run_worker(s: Settings, model: Path, count: int, app: str, name: str, timeout_s: float) -> dict[str, Any]:
+def run_worker(s: Settings, model: Path, count: int, app: str, name: str, timeout_s: float,
+               **env_extra: str) -> dict[str, Any]:
     """Start a worker on pre-loaded clicks; seconds from its ready line until ``count`` outputs exist."""
     state = STATE / s.app_id
-    # every predictor shape compiled before the first click: steady-state throughput, not the warm-up
-    env = worker_env(s, model, state / "data", CLICKSTREAM_PREDICTOR_WARM="all")
+    # every predictor shape compiled before the first click (the tensorflow runtime): steady-state throughput
+    env = worker_env(s, model, state / "data", CLICKSTREAM_PREDICTOR_WARM="all", **env_extra)
+    started = time.perf_counter()
     worker = WorkerProcess(env, state / f"{name}.log", app=app).start()
+    ready_s = time.perf_counter() - started
     broker = local_broker_pid()
     try:
         processes = process_tree(worker.pid)  # the worker and its inference process, if it has one
@@ -88,7 +91,8 @@ def run_worker(s: Settings, model: Path, count: int, app: str, name: str, timeou
     disk = sum(p.stat().st_size for p in (state / "data").rglob("*") if p.is_file())
     # CPU per click over the timed part (the broker's: None when it does not run on this machine); the peak RSS
     # is the sum of the worker's processes' peaks
-    return {"seconds": seconds, "rate": count / seconds, "peak_rss_mb": sum(rss), "peak_rss_mb_per_process": rss,
+    return {"seconds": seconds, "rate": count / seconds, "ready_s": ready_s, "peak_rss_mb": sum(rss),
+            "peak_rss_mb_per_process": rss,
             "state_bytes": disk, "worker_cpu_us_per_click": worker_cpu / count * 1e6,
             "broker_cpu_us_per_click": broker_cpu / count * 1e6 if broker_cpu is not None else None}
 
@@ -165,6 +169,12 @@ def main(argv: list[str] | None = None, name: str = "throughput") -> None:
     parser.add_argument("--model", help="artifact folder (default: artifacts/model)")
     parser.add_argument("--timeout-s", type=float, default=900.0)
     parser.add_argument("--skip-ceilings", action="store_true", help="measure the worker only")
+    parser.add_argument("--runtimes", default="numpy,tensorflow",
+                        help="serving runtimes to run the worker with, one run each, the first one the default "
+                             "that the ratios are of (CLICKSTREAM_RUNTIME)")
+    parser.add_argument("--modes", default="process",
+                        help="where the inference engine runs: process, thread or both (process,thread); "
+                             "CLICKSTREAM_INFERENCE_PROCESS")
     args = parser.parse_args(argv)
 
     model = model_dir(args.model)
@@ -179,10 +189,21 @@ def main(argv: list[str] | None = None, name: str = "throughput") -> None:
         raise SystemExit(f"{sent.failed:,} clicks were not accepted by the broker: {sent.first_error}")
     print(f"pre-loaded {sent.sent:,} clicks of {users:,} users into {s.clicks_topic} ({sent.rate:,.0f}/s)")
 
-    ours = run_worker(s, model, len(clicks), "streams.app", "worker", args.timeout_s)
-    rows = [["worker (window + LSTM per click)", ours["rate"], 1.0]]
+    workers: dict[str, dict[str, Any]] = {}
+    for runtime in args.runtimes.split(","):
+        for mode in args.modes.split(","):
+            label = f"{runtime} runtime, inference {mode}"
+            suffix = f"{runtime}-{mode}"
+            worker_s = dataclasses.replace(s, app_id=f"{s.app_id}-{suffix}",
+                                           predictions_topic=f"{s.predictions_topic}-{suffix}")
+            ensure_topics(worker_s, [worker_s.predictions_topic])
+            workers[label] = run_worker(worker_s, model, len(clicks), "streams.app", f"worker-{suffix}",
+                                        args.timeout_s, CLICKSTREAM_RUNTIME=runtime,
+                                        CLICKSTREAM_INFERENCE_PROCESS=str(mode == "process").lower())
+    ours = next(iter(workers.values()))
+    rows = [[f"worker, {label}", r["rate"], ours["rate"] / r["rate"]] for label, r in workers.items()]
     result: dict[str, Any] = {"clicks": len(clicks), "users": users, "synthetic": args.synthetic,
-                              "model": str(model), "worker": ours,
+                              "model": str(model), "worker": ours, "workers": workers,
                               "state_bytes_per_user": ours["state_bytes"] / users}
     if not args.skip_ceilings:
         ensure_topics(s, [f"bench-raw-{run}"])
@@ -200,15 +221,19 @@ def main(argv: list[str] | None = None, name: str = "throughput") -> None:
                  ["Faust passthrough agent", ceilings["faust_passthrough"], result["ratios"]["faust_passthrough"]],
                  ["model.predict per click", predict_rate, result["ratios"]["model_predict_per_click"]]]
     print(table(rows, ["pipeline", "clicks/s", "worker / this"]))
-    runs = [("worker", ours)] + ([("Faust passthrough", framework)] if not args.skip_ceilings else [])
+    runs = [(f"worker, {label}", r) for label, r in workers.items()]
+    runs += [("Faust passthrough", framework)] if not args.skip_ceilings else []
     for label, r in runs:
         broker = (f", the broker {r['broker_cpu_us_per_click']:,.0f} µs" if r["broker_cpu_us_per_click"] is not None
                   else " (the broker runs elsewhere: not measured)")
         print(f"CPU per click, {label}: its processes {r['worker_cpu_us_per_click']:,.0f} µs{broker} "
               f"({r['worker_cpu_us_per_click'] * r['rate'] / 1e6:.2f} cores at {r['rate']:,.0f} clicks/s)")
-    per_process = " + ".join(f"{m:.0f}" for m in ours["peak_rss_mb_per_process"])
-    print(f"worker peak RSS {ours['peak_rss_mb']:.0f} MB ({per_process}); RocksDB state {ours['state_bytes'] / 2**20:.1f} MB "
-          f"= {result['state_bytes_per_user']:.0f} bytes per user ({users:,} users)")
+    for label, r in workers.items():
+        per_process = " + ".join(f"{m:.0f}" for m in r["peak_rss_mb_per_process"])
+        print(f"worker, {label}: peak RSS {r['peak_rss_mb']:.0f} MB ({per_process}); start to ready "
+              f"{r['ready_s']:.1f} s")
+    print(f"RocksDB state {ours['state_bytes'] / 2**20:.1f} MB = {result['state_bytes_per_user']:.0f} bytes per user "
+          f"({users:,} users)")
     write_results(name, result)
     bar_chart(RESULTS / f"{name}.png", f"one worker, {len(clicks):,} clicks (clicks/s)",
               [r[0] for r in rows], [r[1] for r in rows], "clicks/s", log=True)

@@ -22,9 +22,16 @@ CLICKSTREAM_BATCH_WITHIN_MS  longest wait to fill a micro-batch (20)
 CLICKSTREAM_TOP_K          categories per prediction (10)
 CLICKSTREAM_MODEL_DIR      trained model artifact folder (``artifacts/model``); the worker keeps the N
                            events per user that the model's manifest names
-CLICKSTREAM_INFERENCE_THREADS  TensorFlow intra-op threads for the predictor (2)
-CLICKSTREAM_PREDICTOR_BATCH_SIZES  batch shapes compiled and warmed at start (``8,64,512``)
-CLICKSTREAM_PREDICTOR_LENGTHS  window-length shapes besides the model's N (``16``)
+CLICKSTREAM_RUNTIME        what computes the network: ``numpy`` (the default; the artifact's serving.npz, no
+                           TensorFlow in the worker) or ``tensorflow`` (the Keras network compiled per shape)
+CLICKSTREAM_INFERENCE_THREADS  threads of the predictor's numeric library: BLAS for numpy, intra-op for
+                           tensorflow (1: an idle OpenBLAS thread spins, costing more CPU than it saves)
+CLICKSTREAM_PREDICTOR_BATCH_SIZES  the tensorflow runtime's batch shapes, compiled at start (``8,64,512``);
+                           the largest is also the most windows per predictor call in both runtimes
+CLICKSTREAM_PREDICTOR_LENGTHS  window-length groups besides the model's N (``16``): a call predicts each
+                           group apart, so short windows never pay for long ones
+CLICKSTREAM_PREDICTOR_WARM  the tensorflow runtime: ``first`` serves once one shape is compiled, ``all``
+                           compiles every shape first
 CLICKSTREAM_EXPLAIN_PREDICTIONS  each prediction carries the window events that drove its top category
                            (``drivers``: the pointer's attention); ``false`` by default, it costs some
                            throughput (``python -m benchmarks predictor --drivers``)
@@ -105,7 +112,8 @@ class Settings:
     batch_within_ms: int = 20
     top_k: int = 10
     model_dir: str = DEFAULT_MODEL_DIR
-    inference_threads: int = 2
+    # threads of the inference engine's numeric library: BLAS (numpy runtime), intra-op (tensorflow runtime)
+    inference_threads: int = 1
     predictor_batch_sizes: tuple[int, ...] = (8, 64, 512)
     predictor_lengths: tuple[int, ...] = (16,)
     # what computes the network: "numpy" (the artifact's serving.npz, no TensorFlow in the worker) or

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from core.errors import ModelError
 from core.records import Driver
@@ -108,6 +109,8 @@ class Predictor:
         self._prior = self._prior_prediction()
         self._code_table = CategoryCodes(self.spec)
         if runtime == "numpy":
+            if threads:  # BLAS threads of this process (OpenBLAS spins its idle threads: each costs CPU)
+                threadpool_limits(threads, user_api="blas")
             self.serving: Any = NumpyServing(self._numpy_network(), self.spec.gap_scale, self.network_k,
                                              bool(drivers), self.lengths)
         else:

@@ -199,9 +199,9 @@ async def start_engine(first: bool = True) -> Inference:
                          derived.config, settings.predictor_factory, settings.runtime,
                          warm=settings.predictor_warm if first else "all")
     engine = await Inference(config, in_process=in_process).ready()
-    log.info("model %s loaded from %s in the inference %s; serving after %.1fs of warm-up, %d of %d shapes "
-             "warmed (compiled)", engine.version, settings.model_dir, "thread" if in_process else "process",
-             engine.warm_s, engine.shapes_warm, engine.shapes_total)
+    log.info("model %s loaded from %s in the inference %s (%s runtime); serving after %.1fs of warm-up, %d of %d "
+             "shapes warmed (compiled)", engine.version, settings.model_dir, "thread" if in_process else "process",
+             settings.runtime, engine.warm_s, engine.shapes_warm, engine.shapes_total)
     return engine
 
 
