@@ -205,6 +205,19 @@ async def start_engine(first: bool = True) -> Inference:
     return engine
 
 
+_background: set[asyncio.Future[None]] = set()
+
+
+async def record_owner_once_recovered() -> None:
+    """The changelogs' ids in the state folder's owner.json (streams/state.py), once the tables' first recovery
+    is over: Faust has created the changelogs by then."""
+    await app.tables.recovery.completed.wait()
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, record_owner, settings)
+    except Exception as exc:  # checked again at the next start
+        log.warning("the state folder's owner.json was not updated: %r", exc)
+
+
 async def predict(stream: Any) -> None:
     """The agent's loop: while the engine handles a batch, the next one is read and handed over; batches are
     delivered in order, and what each delivered is noted for the next commit."""
@@ -212,10 +225,9 @@ async def predict(stream: Any) -> None:
         runtime.predictor = await start_engine()
     except Exception as exc:
         stop_uncommitted(exc)
-    try:  # the changelogs' ids, which Faust has created by now (streams/state.py)
-        await asyncio.get_running_loop().run_in_executor(None, record_owner, settings)
-    except Exception as exc:  # checked again at the next start
-        log.warning("the state folder's owner.json was not updated: %r", exc)
+    owner = asyncio.ensure_future(record_owner_once_recovered())
+    _background.add(owner)  # a reference until it is done (the loop keeps only weak ones)
+    owner.add_done_callback(_background.discard)
     counters = Counters()  # of the batches delivered
     stream_time_ms = 0  # the newest event time delivered (idle windows expire against it)
     chores = serving(runtime.predictor.version)

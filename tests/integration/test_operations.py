@@ -41,6 +41,17 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def wait_ready(port: int, timeout_s: float = 60.0) -> None:
+    """Until the worker's /ready answers 200 with ready true (fails after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, body = get(f"http://127.0.0.1:{port}/ready")
+        if status == 200 and json.loads(body)["ready"] is True:
+            return
+        assert time.monotonic() < deadline, f"worker on port {port} not ready after {timeout_s:.0f}s: {status} {body!r}"
+        time.sleep(0.5)
+
+
 def scrape(port: int) -> dict[str, float]:
     """Samples of /metrics as {'name{labels}': value}."""
     status, body = get(f"http://127.0.0.1:{port}/metrics")
@@ -68,6 +79,9 @@ def test_metrics_health_and_the_per_user_query_across_two_workers(
     try:
         for w in workers:
             w.start()
+        # the model loads in seconds: the second worker's join is still being rebalanced, and /ready says so
+        for port in ports:
+            wait_ready(port)
         ensure_topics(settings, [settings.clicks_topic])
         assert send_all(settings, settings.clicks_topic, [(c.key, CLICK.encode(c), None) for c in clicks]).failed == 0
         found = predictions_by_event(settings, (c.event_id for c in clicks))
