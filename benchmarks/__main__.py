@@ -1,12 +1,12 @@
 """python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay, restart, derived, scaleout,
-churn, targets (or all)."""
+churn, rollout, targets (or all)."""
 from __future__ import annotations
 
 import importlib
 import sys
 
 NAMES = ("predictor", "replay", "throughput", "latency", "state", "restart", "derived", "scaleout", "churn",
-         "targets")  # targets reads the results of the others: last
+         "rollout", "targets")  # targets reads the results of the others: last
 
 
 def main() -> None:
