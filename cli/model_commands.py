@@ -52,19 +52,24 @@ DEFAULTS = TrainConfig()
 @env_option("--seed", env="CLICKSTREAM_SEED", type=int,
             default=DEFAULTS.seed, show_default=True,
             help="Seed of every random choice: same data + same seed = same model.")
+@env_option("--final", env="CLICKSTREAM_TRAIN_FINAL", is_flag=True,
+            help="The model to deploy: after the choices made on validation, the stored signals (popularity, "
+                 "Markov, item and session kNN) are counted on the whole log, the test slice included. Without "
+                 "it they are counted on everything before the test slice, which `evaluate` then scores "
+                 "honestly.")
 @env_option("--tensorboard", env="CLICKSTREAM_TENSORBOARD", is_flag=True,
             help="Also write TensorBoard logs to OUT/tensorboard.")
 def train(logs: tuple[str, ...], fmt: str, mapping: str | None, out: str,
           window_length: int, units: int, layers: int, recurrent_steps: int, dropout: float, epochs: int,
           max_fit_seconds: float, batch_size: int, test_fraction: float, val_fraction: float, seed: int,
-          tensorboard: bool) -> None:
+          final: bool, tensorboard: bool) -> None:
     """Train the next-intent LSTM on LOGS (time split: train on the earlier part) and write an artifact."""
     from model.train import train as run
 
     config = TrainConfig(window_length=window_length, lstm_units=units, lstm_layers=layers,
                          recurrent_steps=recurrent_steps, dropout=dropout,
                          epochs=epochs, max_fit_seconds=max_fit_seconds, batch_size=batch_size,
-                         test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+                         test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, final=final)
     manifest = run(logs, fmt, out, config, mapping=mapping, tensorboard=tensorboard,
                    verbose="auto" if sys.stderr.isatty() else 2)
     t = manifest["training"]
@@ -111,13 +116,17 @@ def beats_baselines_warning(validation: dict[str, Any]) -> str | None:
             help="Folder for report.md, metrics.json and comparison.png (default: MODEL/evaluation).")
 @env_option("--max-events", env="CLICKSTREAM_MAX_EVENTS", type=int,
             help="Evaluate a random sample of this many events.")
+@env_option("--runtime", env="CLICKSTREAM_RUNTIME", type=click.Choice(["numpy", "tensorflow"]), default="numpy",
+            show_default=True, help="What computes the network, as in the worker: the artifact's serving.npz in "
+                                    "NumPy, or the Keras network compiled by TensorFlow.")
 def evaluate(logs: tuple[str, ...], fmt: str, mapping: str | None,
-             model_dir: str, split: str, out: str | None, max_events: int | None) -> None:
+             model_dir: str, split: str, out: str | None, max_events: int | None, runtime: str) -> None:
     """Compare the model with baselines on LOGS; print the report and write it with a chart."""
     from model.evaluate import evaluate as run
 
     out_dir = Path(out) if out else Path(model_dir) / "evaluation"
-    run(model_dir, logs, fmt, mapping=mapping, split=split, out=out_dir, max_targets=max_events)  # type: ignore[arg-type]
+    run(model_dir, logs, fmt, mapping=mapping, split=split, out=out_dir, max_targets=max_events,  # type: ignore[arg-type]
+        runtime=runtime)
     click.echo((out_dir / "report.md").read_text())
     click.echo(f"written to {out_dir}/ (report.md, metrics.json, comparison.png)")
 

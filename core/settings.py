@@ -27,7 +27,8 @@ CLICKSTREAM_RUNTIME        what computes the network: ``numpy`` (the default; th
 CLICKSTREAM_INFERENCE_THREADS  threads of the predictor's numeric library: BLAS for numpy, intra-op for
                            tensorflow (1: an idle OpenBLAS thread spins, costing more CPU than it saves)
 CLICKSTREAM_PREDICTOR_BATCH_SIZES  the tensorflow runtime's batch shapes, compiled at start (``8,64,512``);
-                           the largest is also the most windows per predictor call in both runtimes
+                           the largest is also the most windows per predictor call in both runtimes (numpy:
+                           at most 256, where its cost per window is lowest)
 CLICKSTREAM_PREDICTOR_LENGTHS  window-length groups besides the model's N (``16``): a call predicts each
                            group apart, so short windows never pay for long ones
 CLICKSTREAM_PREDICTOR_WARM  the tensorflow runtime: ``first`` serves once one shape is compiled, ``all``

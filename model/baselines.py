@@ -1,13 +1,15 @@
-"""Simple next-category methods, fit once on the training part of the log and stored in the artifact.
+"""Simple next-category methods, fit at training time and stored in the artifact.
 
-:class:`StoredBaselines` is fit by ``clickstream train`` on the events before the validation slice (the model's
-training data), its recency decay tuned on the validation slice, and written to ``baselines.json`` beside the
-manifest. ``clickstream evaluate`` only reads it back, so whatever log it scores (``--split time`` or
-``--split none``) no baseline has seen the targets it is scored on. The same object scores the candidates that
-the predictor mixes with the network's distribution (:mod:`model.mix`): one definition for both.
+:class:`StoredBaselines` is first fit by ``clickstream train`` on the events before the validation slice (the
+network's training data); its recency decay and the mix weights are chosen on the validation slice; then the
+counts are fit again, with those choices kept, on every event before the test slice (``train --final``: on the
+whole log) and written to ``baselines.json`` beside the manifest. ``clickstream evaluate`` only reads it back,
+so on the test slice (``--split time``) or on a log the model never saw (``--split none``) no baseline has seen
+the targets it is scored on. The same object scores the candidates that the predictor mixes with the network's
+distribution (:mod:`model.mix`): one definition for both.
 
 Every method ranks the categories of a window (raw ids, oldest first) and fills lists shorter than ``k`` with
-the most popular training categories.
+the most popular categories.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ from core.events import EVENT_TYPE_CODES
 from model.artifact import BASELINES
 from model.data import SESSION_GAP_MS, EventLog
 from model.metrics import ranking_metrics, ranks
+from model.session_knn import SessionKnn
 
-BASELINES_FORMAT = 1
+BASELINES_FORMAT = 2  # 2: session kNN; format 1 (without it) still loads
 DECAYS = (0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
 KNN_REACH = 5  # co-occurrence counts pairs of events at most this many steps apart in a session
 KNN_RECENT = 3  # item-kNN scores the neighbours of the window's newest distinct categories
@@ -33,7 +36,8 @@ KNN_RECENT = 3  # item-kNN scores the neighbours of the window's newest distinct
 
 @dataclasses.dataclass
 class StoredBaselines:
-    """Popularity, first-order Markov transitions and item co-occurrence neighbours of the training events.
+    """Popularity, first-order Markov transitions, item co-occurrence neighbours and the sessions of session
+    kNN (:mod:`model.session_knn`), counted on the events a fit mask allows.
 
     ``markov[c]``: the ``k`` most frequent next categories after ``c`` with P(next | c). ``neighbours[c]``:
     the ``k`` categories most often seen within ``KNN_REACH`` steps of ``c`` in a session, scored by
@@ -52,6 +56,7 @@ class StoredBaselines:
     validation: dict[str, Any] = dataclasses.field(default_factory=dict)
     # factors of the next-event-type decision argmax(p * w), chosen on validation (model.metrics.tune_class_weights)
     event_type_weights: list[float] = dataclasses.field(default_factory=list)
+    sessions: SessionKnn = dataclasses.field(default_factory=SessionKnn.empty)
 
     @classmethod
     def fit(cls, log: EventLog, fit_mask: np.ndarray, k: int = 20, fitted_on: str = "") -> StoredBaselines:
@@ -78,7 +83,18 @@ class StoredBaselines:
         lo, hi = np.concatenate(left + right), np.concatenate(right + left)  # symmetric
         freq = np.bincount(codes[fit_mask], minlength=len(code_cat)).astype(np.float64)
         neighbours = _top_pairs(lo, hi, code_cat, k, normalise="cosine", freq=freq)
-        return cls(popular=popular, markov=transitions, neighbours=neighbours, k=k, fitted_on=fitted_on)
+        session_end = np.zeros(int(session[-1]) + 1 if len(log) else 1, dtype=np.int64)
+        np.maximum.at(session_end, session[fit_mask], log.times_ms[fit_mask])
+        sessions = SessionKnn.fit(cats[fit_mask], session[fit_mask], session_end)
+        return cls(popular=popular, markov=transitions, neighbours=neighbours, k=k, fitted_on=fitted_on,
+                   sessions=sessions)
+
+    def refit(self, log: EventLog, fit_mask: np.ndarray, fitted_on: str) -> StoredBaselines:
+        """The same choices (decay, mix weights, class factors, validation record) over counts of other events:
+        what training serves once the choices are made on validation (counts of all the history it may use)."""
+        fresh = StoredBaselines.fit(log, fit_mask, k=self.k, fitted_on=fitted_on)
+        return dataclasses.replace(fresh, decay=self.decay, mix=dict(self.mix), validation=self.validation,
+                                   event_type_weights=list(self.event_type_weights))
 
     # --- the methods, each window -> ranked categories -------------------------------------------------
 
@@ -109,11 +125,15 @@ class StoredBaselines:
         score = self.knn_scores(window)
         return self._fill(sorted(score, key=score.__getitem__, reverse=True), k)
 
+    def session_knn(self, window: Sequence[str], k: int = 10) -> list[str]:
+        return self._fill(list(self.sessions.scores(window)), k)
+
     def methods(self) -> dict[str, Callable[[Sequence[str]], list[str]]]:
         """The baseline rows of the evaluation report, by name."""
         return {"most_popular": self.most_popular, "repeat_last": self.repeat_last, "markov": self.markov_chain,
                 "last_then_markov": self.last_then_markov,
-                f"recency_frequency(decay={self.decay})": self.recency_frequency, "item_knn": self.item_knn}
+                f"recency_frequency(decay={self.decay})": self.recency_frequency, "item_knn": self.item_knn,
+                "session_knn": self.session_knn}
 
     # --- scores (also the mix's candidate features) -----------------------------------------------------
 
@@ -161,12 +181,13 @@ class StoredBaselines:
                 "popular": pairs(self.popular), "mix": self.mix, "validation": self.validation,
                 "event_type_weights": self.event_type_weights,
                 "markov": {c: pairs(v) for c, v in sorted(self.markov.items())},
-                "neighbours": {c: pairs(v) for c, v in sorted(self.neighbours.items())}}
+                "neighbours": {c: pairs(v) for c, v in sorted(self.neighbours.items())},
+                "sessions": self.sessions.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredBaselines:
-        if data.get("format") != BASELINES_FORMAT:
-            raise ValueError(f"baselines format {data.get('format')}, this code reads {BASELINES_FORMAT}")
+        if data.get("format") not in (1, BASELINES_FORMAT):
+            raise ValueError(f"baselines format {data.get('format')}, this code reads 1 to {BASELINES_FORMAT}")
 
         def pairs(rows: list[list[Any]]) -> list[tuple[str, float]]:
             return [(str(c), float(p)) for c, p in rows]
@@ -175,7 +196,8 @@ class StoredBaselines:
                    neighbours={c: pairs(v) for c, v in data["neighbours"].items()}, decay=float(data["decay"]),
                    k=int(data["k"]), fitted_on=str(data.get("fitted_on", "")), mix=dict(data.get("mix") or {}),
                    validation=dict(data.get("validation") or {}),
-                   event_type_weights=[float(w) for w in data.get("event_type_weights") or []])
+                   event_type_weights=[float(w) for w in data.get("event_type_weights") or []],
+                   sessions=SessionKnn.from_json(data["sessions"]) if "sessions" in data else SessionKnn.empty())
 
     def save(self, folder: Path) -> Path:
         path = folder / BASELINES

@@ -59,3 +59,4 @@ class TrainConfig:
     max_val_examples: int = 20_000
     max_tune_examples: int = 5_000  # validation targets that choose the recency decay and the mix weights
     seed: int = 0
+    final: bool = False  # the stored counts also take in the test slice (a model to deploy, not to evaluate)

@@ -22,7 +22,7 @@ from model.plots import pyplot
 def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, mapping: str | None = None,
              split: Literal["time", "none"] = "time", out: str | Path | None = None,
              progress: bool = True, max_targets: int | None = None, seed: int = 0,
-             resamples: int = 200) -> dict[str, Any]:
+             resamples: int = 200, runtime: str = "numpy") -> dict[str, Any]:
     """Metrics of the model and the stored baselines on the test events of the log (see the module docstring)."""
     manifest = read_manifest(model_dir)  # a missing artifact fails here, before TensorFlow loads
     from model.predictor import Predictor
@@ -33,6 +33,9 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     n_window = manifest["network"]["window_length"]
     horizon = manifest["network"]["purchase_horizon"]
     if split == "time":
+        if manifest["training"].get("final"):
+            print(f"warning: {model_dir} was trained with --final: its stored signals counted the test slice, "
+                  "so the baseline rows and the mix below are not an honest test", file=sys.stderr)
         cut = manifest["training"]["split"]
         s = TimeSplit.by_fraction(log, test=cut["test_fraction"], val=cut["val_fraction"])
         targets = target_positions(log, s.test_start_ms, None)
@@ -51,8 +54,8 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     if progress:
         print("evaluate: loading the model", file=sys.stderr, flush=True)
     # one batch size and the length buckets: fewer shapes to compile than the worker's default set
-    predictor = Predictor(model_dir, batch_sizes=(512,), lengths=(8, 16, 32), candidates=True)
-    baselines = predictor.baselines  # fit at training time on the training part only: nothing here is fit
+    predictor = Predictor(model_dir, batch_sizes=(512,), lengths=(8, 16, 32), candidates=True, runtime=runtime)
+    baselines = predictor.baselines  # fit at training time before the test slice: nothing here is fit
     model_top: list[list[str]] = []
     network_top: list[list[str]] = []
     model_types, model_buy = [], []
@@ -81,6 +84,9 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     intervals = bootstrap(rank_of, users, best_baseline, resamples=resamples, seed=seed)
     # no method that ranks the user's own window categories can hit more often than this
     in_window = float(np.mean([t in set(w) for t, w in zip(truth_cat, windows_cats)]))
+    # the network's generator cannot name these: only the copy path and the stored signals reach them
+    vocabulary = set(manifest["features"]["categories"])
+    outside = float(np.mean([t not in vocabulary for t in truth_cat]))
     type_prior = np.asarray(manifest["prior"]["event_types"])
     majority = int(type_prior.argmax())  # from the training targets, stored in the manifest
     decision = np.asarray(baselines.event_type_weights or np.ones(type_probs.shape[1]))
@@ -97,13 +103,14 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
         "base_rate": float(buy.mean()),
     }
     metrics = {
-        "model_version": manifest["version"], "logs": [str(p) for p in paths], "split": split,
+        "model_version": manifest["version"], "runtime": runtime, "logs": [str(p) for p in paths], "split": split,
         "targets": int(len(targets)), "users": int(users.max() + 1),
         "next_category": category, "intervals": intervals, "fitted": fitted_how(baselines),
         "fitted_on": baselines.fitted_on,
         "mix": baselines.mix, "next_event_type": event_type, "event_type_weights": decision.round(3).tolist(),
         "purchase": purchase,
         "best_category_baseline": best_baseline, "targets_in_window": round(in_window, 4),
+        "targets_outside_vocabulary": round(outside, 4),
         "lift_over_best_baseline": {m: _lift(category["model"][m], category[best_baseline][m])
                                     for m in ("hr@1", "hr@5", "hr@10", "mrr@10")},
         "seconds": round(time.perf_counter() - started, 1),
@@ -136,13 +143,13 @@ def _progress(total: int, chunk: int, enabled: bool) -> Callable[[int], None]:
 
 def fitted_how(baselines: StoredBaselines) -> dict[str, str]:
     """How each row was fit: nothing in the evaluation is fit on the log it scores."""
-    stored = "counts of the training part, stored"
+    stored = "counts stored at training"
     return {
         "model": "network + mix weights " + ", ".join(f"{k} {v:g}" for k, v in baselines.mix.items() if v)
                  + " (weights chosen on validation)",
         "network_alone": "trained on the training part, early stopping on validation",
         "most_popular": stored, "repeat_last": "nothing to fit", "markov": stored,
-        "last_then_markov": stored, "item_knn": stored,
+        "last_then_markov": stored, "item_knn": stored, "session_knn": stored,
         f"recency_frequency(decay={baselines.decay})": "decay chosen on validation",
     }
 
@@ -184,9 +191,10 @@ def write_report(metrics: dict[str, Any], out: Path) -> None:
     ci = metrics["intervals"]
     level = f"{ci['level']:.0%}"
     lines = [f"# Evaluation of model {metrics['model_version']}", "",
-             f"Logs: {', '.join(metrics['logs'])}; split: {metrics['split']}; {metrics['targets']} predicted "
-             f"events of {metrics['users']} users. Every baseline was fit when the model was trained, on its "
-             "training part only, and read back from the artifact: nothing below is fit on the scored events "
+             f"Logs: {', '.join(metrics['logs'])}; split: {metrics['split']}; runtime: {metrics['runtime']}; "
+             f"{metrics['targets']} predicted "
+             f"events of {metrics['users']} users. Every baseline was fit when the model was trained and read "
+             "back from the artifact: nothing below is fit on the scored events of a time split "
              f"(stored baselines: {metrics['fitted_on']}).",
              "", "## Next category", "",
              f"Brackets: {level} bootstrap intervals over users ({ci['resamples']} resamples).", "",
@@ -202,7 +210,9 @@ def write_report(metrics: dict[str, Any], out: Path) -> None:
               + ", ".join(f"{k} {v:+.1%}" + (f" [{ci['lift'][k][0]:+.1%}, {ci['lift'][k][1]:+.1%}]"
                                             if k in ci["lift"] else "") for k, v in lift.items()), "",
               f"The true next category is in the user's window for {metrics['targets_in_window']:.1%} of the "
-              "events: the ceiling of any method that ranks the user's own recent categories.",
+              "events: the ceiling of any method that ranks the user's own recent categories. "
+              f"{metrics['targets_outside_vocabulary']:.1%} of the true next categories are outside the network's "
+              "vocabulary: only its copy path and the stored signals can name them.",
               "", "## Next event type", "",
               "model: argmax of the probabilities times per-class factors chosen on the validation slice "
               f"({metrics['event_type_weights']}); model_argmax: the plain argmax.", "",

@@ -7,7 +7,8 @@ co-occurrence neighbours of the newest ones) gets five scores, each a distributi
 - ``markov``: P(candidate | newest category) from the stored transitions;
 - ``neighbours``: item-kNN similarity to the newest categories, normalised to sum 1;
 - ``recency``: recency-weighted frequency in the window (the tuned decay), normalised to sum 1;
-- ``last``: 1 for the newest category.
+- ``last``: 1 for the newest category;
+- ``sessions``: session kNN votes (:mod:`model.session_knn`), normalised to sum 1.
 
 The ranking score is ``sum_i w_i * score_i`` with weights (summing to 1) chosen on the validation slice at
 training time (the best HR@1 + HR@5 + MRR@10) and stored in ``baselines.json``. With all weight on one signal
@@ -25,7 +26,7 @@ import numpy as np
 from model.baselines import StoredBaselines
 from model.metrics import ranking_metrics
 
-COMPONENTS = ("network", "markov", "neighbours", "recency", "last")
+COMPONENTS = ("network", "markov", "neighbours", "recency", "last", "sessions")
 GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 4.0)
 NETWORK_ONLY = {"network": 1.0}
 
@@ -37,11 +38,12 @@ def _normalised(scores: dict[str, float]) -> dict[str, float]:
 
 def candidate_scores(baselines: StoredBaselines, window: Sequence[str],
                      network_top: Sequence[tuple[str, float]]) -> tuple[list[str], np.ndarray]:
-    """Candidates (network's first, then the others in a fixed order) and their (n, 5) COMPONENTS scores."""
+    """Candidates (network's first, then the others in a fixed order) and their (n, 6) COMPONENTS scores."""
     last = window[-1]
     signals = [dict(network_top), dict(baselines.markov.get(last, ())),
                _normalised(baselines.knn_scores(window)),
-               _normalised(baselines.recency_scores(window, baselines.decay)), {last: 1.0}]
+               _normalised(baselines.recency_scores(window, baselines.decay)), {last: 1.0},
+               _normalised(baselines.sessions.scores(window))]
     candidates = list(dict.fromkeys(itertools.chain.from_iterable(signals)))
     table = np.zeros((len(candidates), len(COMPONENTS)), dtype=np.float32)
     position = {c: i for i, c in enumerate(candidates)}
@@ -61,13 +63,15 @@ def rank(baselines: StoredBaselines, window: Sequence[str], network_top: Sequenc
     """The ``k`` best candidates by the mixed score (ties: the earlier candidate first, as in MixTuner).
 
     Plain dictionaries rather than :func:`candidate_scores`' table (the predictor calls this once per window),
-    filled in the same candidate order, so that ties fall as they did when the weights were chosen.
+    filled in the same candidate order, so that ties fall as they did when the weights were chosen. Session
+    kNN, the costliest signal and the last, is skipped when it has no weight.
     """
     w = weight_vector(baselines.mix if weights is None else weights).tolist()
     last = window[-1]
     signals: list[Any] = [network_top, baselines.markov.get(last, ()),
                           _normalised(baselines.knn_scores(window)).items(),
-                          _normalised(baselines.recency_scores(window, baselines.decay)).items(), ((last, 1.0),)]
+                          _normalised(baselines.recency_scores(window, baselines.decay)).items(), ((last, 1.0),),
+                          _normalised(baselines.sessions.scores(window)).items() if w[-1] > 0 else ()]
     score: dict[str, float] = {}
     for weight, signal in zip(w, signals):
         for c, v in signal:

@@ -155,6 +155,8 @@ class TensorFlowServing:
     ``warm``: True compiles every shape at load; "first" serves at once on the largest shape, traced without
     XLA, until :meth:`warm` compiles the others; False compiles each shape when first used."""
 
+    max_rows = 1 << 30  # a call takes up to the largest batch shape
+
     def __init__(self, weights: Path, config: Any, gap_scale: float, k: int, with_copy: bool,
                  batch_sizes: Sequence[int], lengths: Sequence[int], *, threads: int | None,
                  jit_compile: bool, warm: bool | str) -> None:

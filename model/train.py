@@ -153,6 +153,16 @@ def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainC
     write_manifest(out, manifest)  # the predictor below needs a complete artifact (mix: the network alone)
     tune = val_targets[:: max(1, len(val_targets) // config.max_tune_examples)]
     baselines.validation = tune_on_validation(out, log, columns.user_start, tune, baselines, config.window_length)
+    # the choices are made: the served counts take in all the history the split allows (--final: all of it)
+    if config.final:
+        served = np.ones(len(log), dtype=bool)
+        fitted_on = "the whole log (train --final: the test slice included, not for evaluation)"
+    else:
+        served = log.times_ms < split.test_start_ms
+        fitted_on = f"events before the test slice ({_utc(split.test_start_ms)} UTC)"
+    baselines = baselines.refit(log, served, fitted_on=f"{fitted_on}; recency decay and mix weights chosen on "
+                                f"the validation slice with counts of the events before {_utc(split.val_start_ms)}")
+    manifest["training"]["final"] = config.final
     manifest["baselines_sha256"] = weights_digest(baselines.save(out))
     manifest["validation"] = baselines.validation
     manifest["training"]["seconds"] = round(time.perf_counter() - started, 1)

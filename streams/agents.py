@@ -25,7 +25,7 @@ from streams import metrics
 from streams.app import app, settings
 from streams.batch import BatchResult, Counters, Message, stale_keys
 from streams.derived import COUNTERS_INTERVAL_S, derived
-from streams.faust_glue import TableWrite, commit, scan_table, send_in_batches, write_table
+from streams.faust_glue import TableWrite, commit, hold_stream_queues, scan_table, send_in_batches, write_table
 from streams.holes import LogReader, with_filled
 from streams.inference import ChildConfig, Inference
 from streams.ledger import Ledger
@@ -143,6 +143,13 @@ async def batch_messages(events: list[Any], generation: int | None) -> tuple[lis
                         e.message.offset, e.message.time_in or time.monotonic()) for e in kept]
     messages, origin = await fill_holes(messages, arrival.holes)
     return messages, [kept[i] for i in origin]
+
+
+@app.on_rebalance_complete.connect
+async def hold_streams_until_flow_resumes(sender: Any, **kwargs: Any) -> None:
+    """No click enters the agent's queue between Faust resuming the stream partitions and its flow-control
+    resume, which clears that queue (streams/faust_glue.py, 7.)."""
+    hold_stream_queues(app)
 
 
 @app.on_partitions_assigned.connect

@@ -24,6 +24,15 @@
 6. The RocksDB store's databases (``Store._dbs``, private, and its ``offset_key``): :func:`scan_table` reads a
    table's active partitions a slice at a time from where the last slice ended, so that a pass over every
    stored window never holds the event loop for the whole table, as ``table.items()`` in one go does.
+7. When clicks start to flow after a rebalance (``App.on_rebalance_complete``, ``App.flow_control``,
+   ``Recovery.on_recovery_completed``): Faust resumes the stream partitions and seeks them to the committed
+   offsets, and only then resumes flow control, which clears every stream queue (``FlowControlEvent.resume``).
+   From a worker's second assignment on, its fetch loop already runs (Faust stops it only when the app stops):
+   a record it put into the agent's queue during that seek was cleared and never fetched again (Faust's read
+   offset was past it), a hole the ledger then read from the log (3 in a 10-minute churn run). The changelog
+   recovery before it resumes flow control too, so :func:`hold_stream_queues` suspends it again from
+   ``on_rebalance_complete``, which Faust sends just before it resumes the stream partitions: the fetch loop then
+   waits before putting anything into a queue until Faust's own resume.
 """
 from __future__ import annotations
 
@@ -38,6 +47,13 @@ from faust.streams import _current_event
 from faust.types import TP
 
 log = logging.getLogger(__name__)
+
+
+def hold_stream_queues(app: Any) -> None:
+    """Suspend Faust's flow control until its recovery resumes it (7. above). Only while rebalancing: Faust's
+    recovery ends every rebalance with ``flow_control.resume()``."""
+    if app.rebalancing:
+        app.flow_control.suspend()
 
 
 @contextlib.contextmanager

@@ -38,6 +38,56 @@ def test_fit_counts_transitions_and_neighbours_only_where_the_mask_allows() -> N
     assert again.markov == b.markov and again.neighbours == b.neighbours and again.popular == b.popular
 
 
+def session_log():
+    # training sessions, oldest first: u1 a b c; u2 a d; u3 b c e; u4 a c; u5 a (one category: dropped)
+    return tiny_log([("u1", "a", 0), ("u1", "b", 1), ("u1", "c", 2), ("u2", "a", 10), ("u2", "d", 11),
+                     ("u3", "b", 20), ("u3", "c", 21), ("u3", "e", 22), ("u4", "a", 30), ("u4", "c", 31),
+                     ("u5", "a", 40)])
+
+
+def test_session_knn_votes_by_hand() -> None:
+    log = session_log()
+    b = StoredBaselines.fit(log, np.ones(len(log), dtype=bool))
+    assert len(b.sessions.ends) == 4
+    # window b a: a weighs 10/10, b 9/10; the sessions holding a: u1 (a + b = 1.9), u2 (1.0), u4 (1.0);
+    # votes: a 1.9 + 1 + 1, c 1.9 + 1 (u1, u4), b 1.9, d 1.0; u3 (no a) is not a candidate, so e gets nothing
+    assert b.sessions.scores(["b", "a"]) == {"a": 3.9, "c": 2.9, "b": 1.9, "d": 1.0}
+    assert b.session_knn(["b", "a"], k=5) == ["a", "c", "b", "d", "e"]  # e: filled from the popular ones
+    assert b.sessions.scores(["a", "zz"]) == {}  # an unknown newest category finds no session
+    # an event SCOPE steps back no longer weighs: only a (1.0) counts, each of u1, u2, u4 votes 1
+    assert b.sessions.scores(["b"] + ["a"] * 10) == {"a": 3.0, "c": 2.0, "b": 1.0, "d": 1.0}
+    again = StoredBaselines.from_json(json.loads(json.dumps(b.to_json())))
+    assert again.sessions.scores(["b", "a"]) == b.sessions.scores(["b", "a"])
+
+
+def test_session_knn_samples_the_newest_sessions_and_keeps_the_most_similar(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import model.session_knn as sknn
+
+    log = session_log()
+    monkeypatch.setattr(sknn, "SAMPLE", 2)  # the two newest sessions holding a: u4, u2
+    b = StoredBaselines.fit(log, np.ones(len(log), dtype=bool))
+    assert b.sessions.scores(["b", "a"]) == {"a": 2.0, "c": 1.0, "d": 1.0}
+    monkeypatch.setattr(sknn, "SAMPLE", 500)
+    monkeypatch.setattr(sknn, "NEIGHBOURS", 1)  # only u1 (1.9) votes
+    b = StoredBaselines.fit(log, np.ones(len(log), dtype=bool))
+    assert b.sessions.scores(["b", "a"]) == {"a": 1.9, "b": 1.9, "c": 1.9}
+    # the fit mask holds: without u1 and u4 only u2 holds a
+    b = StoredBaselines.fit(log, ~np.isin(log.user_ids, ["u1", "u4"]))
+    assert b.sessions.scores(["b", "a"]) == {"a": 1.0, "d": 1.0}
+
+
+def test_refit_keeps_the_choices_and_counts_the_other_events() -> None:
+    log = session_log()
+    early = StoredBaselines.fit(log, log.times_ms < 25_000)
+    early.decay, early.mix, early.event_type_weights = 0.5, {"network": 0.5, "sessions": 0.5}, [1.0, 2.0]
+    later = early.refit(log, np.ones(len(log), dtype=bool), fitted_on="everything")
+    assert (later.decay, later.mix, later.event_type_weights, later.fitted_on) == (
+        0.5, {"network": 0.5, "sessions": 0.5}, [1.0, 2.0], "everything")
+    assert early.markov["a"] == [("b", 0.5), ("d", 0.5)] and len(early.sessions.ends) == 3
+    assert later.markov["a"] == [("b", 0.33333), ("c", 0.33333), ("d", 0.33333)] and len(later.sessions.ends) == 4
+
+
 def baselines_with(markov: dict[str, list[tuple[str, float]]]) -> StoredBaselines:
     return StoredBaselines(popular=[("p", 1.0)], markov=markov, neighbours={}, decay=0.8)
 
@@ -50,6 +100,9 @@ def test_mix_ranks_like_each_signal_when_it_has_all_the_weight() -> None:
     assert [c for c, _ in rank(b, ["z", "a"], network, 1, {"last": 1})] == ["a"]
     # an even mix: n1 0.3, m1 0.35
     assert [c for c, _ in rank(b, ["z", "a"], network, 2, {"network": 1, "markov": 1})] == ["m1", "n1"]
+    log = session_log()
+    b = StoredBaselines.fit(log, np.ones(len(log), dtype=bool))
+    assert [c for c, _ in rank(b, ["b", "a"], network, 4, {"sessions": 1})] == ["a", "c", "b", "d"]
 
 
 def test_tuner_moves_weight_to_the_signal_that_is_right_on_validation() -> None:

@@ -11,7 +11,7 @@ import faust.transport.drivers.aiokafka
 from faust.types import TP
 from faust.types import Message as FaustMessage
 
-from streams.faust_glue import current_event_of, scan_table
+from streams.faust_glue import current_event_of, hold_stream_queues, scan_table
 
 
 class Event:
@@ -61,6 +61,38 @@ def test_a_rebalance_stops_the_flow_until_the_tables_are_recovered() -> None:
     assert "self.flow_active = True" in inspect.getsource(FaustConsumer.resume_flow)
     assert "T(consumer.stop_flow)()" in inspect.getsource(faust.App._on_partitions_revoked)
     assert "consumer.resume_flow()" in inspect.getsource(Recovery._resume_streams)
+
+
+def test_flow_is_held_from_rebalance_complete_until_faust_resumes_it_after_the_stream_seek() -> None:
+    """Why streams.agents.hold_streams_until_flow_resumes keeps Faust's resume from clearing a fetched click,
+    and never leaves the flow suspended (streams/faust_glue.py, 7.)."""
+    import inspect
+    import types
+
+    from faust.tables.recovery import Recovery
+    from faust.transport.conductor import ConductorCompiler
+    from mode.utils.queues import FlowControlEvent
+
+    for method in (Recovery.on_recovery_completed, Recovery._resume_streams):
+        source = inspect.getsource(method)
+        steps = ["on_rebalance_complete.send()", "flow_control.resume()"]
+        if method is Recovery.on_recovery_completed:
+            steps[1:1] = ["consumer.resume_partitions(", "consumer.perform_seek()"]
+        at = [source.index(step) for step in steps]
+        assert at == sorted(at), method
+    assert "await acquire_flow_control()" in inspect.getsource(ConductorCompiler.build)  # waits while held
+    assert "self.clear()" in inspect.getsource(FlowControlEvent.resume)  # the clear the hold keeps empty
+
+    flow = FlowControlEvent()
+    flow.resume()
+    app = types.SimpleNamespace(rebalancing=True, flow_control=flow)
+    hold_stream_queues(app)
+    assert not flow.is_active()
+    flow.resume()  # Faust's own, at the end of the recovery
+    assert flow.is_active()
+    app.rebalancing = False  # a signal outside a rebalance changes nothing
+    hold_stream_queues(app)
+    assert flow.is_active()
 
 
 def test_commits_go_through_faust_s_consumer_thread_and_the_revoke_hook_is_faust_s_callback() -> None:

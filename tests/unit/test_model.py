@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from core.errors import ModelError
+from model.baselines import StoredBaselines
 from model.predictor import Predictor
 from model.train import TrainConfig, train
 from model.window import Window
@@ -278,12 +279,30 @@ def test_evaluate_never_fits_a_baseline_on_the_events_it_scores(artifact: Path, 
     assert category["markov"]["hr@1"] == 0.0 and category["last_then_markov"]["hr@1"] == 0.0
     assert category["markov"]["hr@10"] == 1.0  # all 10 categories are ranked: the truth comes last
     windows = [[CYCLE[(u - k) % 10] for k in range(3)] for u in range(10)]
-    from model.baselines import StoredBaselines
 
     forward = StoredBaselines.load(artifact)
     assert all(forward.markov_chain(w)[0] == CYCLE[(CYCLE.index(w[-1]) + 1) % 10] for w in windows)
     assert (artifact / "baselines.json").read_bytes() == stored  # evaluate read it, never rewrote it
-    assert "stored baselines: training part of the log" in (tmp_path / "report" / "report.md").read_text()
+    assert "stored baselines: events before the test slice" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_final_model_is_flagged_when_it_is_scored_on_its_own_test_slice(
+        artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from model.evaluate import evaluate
+
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["training"]["final"] is False  # the default: counts of the events before the test slice
+    assert StoredBaselines.load(artifact).fitted_on.startswith("events before the test slice")
+    final = shutil.copytree(artifact, tmp_path / "final")
+    manifest["training"]["final"] = True
+    (final / "manifest.json").write_text(json.dumps(manifest))
+    log = artifact.parent / "cycle.csv"
+    evaluate(final, [log], "taobao", split="time", progress=False)
+    assert "trained with --final" in capsys.readouterr().err
+    evaluate(final, [log], "taobao", split="none", progress=False)  # another log: nothing to warn about
+    evaluate(artifact, [log], "taobao", split="time", progress=False)
+    assert "--final" not in capsys.readouterr().err
 
 
 def own_cycles_log(path: Path, users: int = 200, events: int = 24, period: int = 4) -> Path:
