@@ -57,9 +57,14 @@ def tree_cpu_used(before: dict[int, float]) -> float:
     return sum(after[p] - before[p] for p in after)
 
 
-def peak_rss_mb(pid: int) -> float:
+def status_mb(pid: int, field: str) -> float:
+    """A memory field of ``/proc/<pid>/status`` (``VmHWM``: peak RSS, ``VmRSS``: RSS now) in MB."""
     with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
+
+
+def peak_rss_mb(pid: int) -> float:
+    return status_mb(pid, "VmHWM")
 
 
 def local_broker_pid() -> int | None:

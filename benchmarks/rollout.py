@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import model_dir, process_tree, run_settings, table, write_results
+from benchmarks.common import model_dir, process_tree, run_settings, status_mb, table, write_results
 from benchmarks.worker_process import WorkerProcess, worker_env
 from core.kafka import consumer_at, ensure_topics, send_all
 from core.records import Click
@@ -34,8 +34,7 @@ def rss_mb(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/status") as f:
-                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+            total += status_mb(pid, "VmRSS")
         except (OSError, StopIteration):
             continue  # a process that just ended
     return total
