@@ -77,6 +77,10 @@ def train(logs: tuple[str, ...], fmt: str, mapping: str | None, out: str,
                f"({t['events']} events kept; {t['skipped']}), {t['epochs_run']} epochs (best {t['best_epoch']}), "
                f"{t['seconds']}s; {len(manifest['features']['categories'])} categories in the vocabulary")
     click.echo(validation_table(manifest["validation"]))
+    purchase = manifest["validation"].get("purchase", {})
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in purchase.get("cross_validated_log_loss", {}).items())
+    click.echo(f"purchase probability: {purchase.get('served', 'the network head')}"
+               + (f" (cross-validated log loss on the validation slice: {losses})" if losses else ""))
     warning = beats_baselines_warning(manifest["validation"])
     if warning:
         click.echo(warning, err=True)
@@ -128,7 +132,7 @@ def evaluate(logs: tuple[str, ...], fmt: str, mapping: str | None,
     run(model_dir, logs, fmt, mapping=mapping, split=split, out=out_dir, max_targets=max_events,  # type: ignore[arg-type]
         runtime=runtime)
     click.echo((out_dir / "report.md").read_text())
-    click.echo(f"written to {out_dir}/ (report.md, metrics.json, comparison.png)")
+    click.echo(f"written to {out_dir}/ (report.md, metrics.json, comparison.png, calibration.png)")
 
 
 

@@ -26,9 +26,10 @@ from core.events import EVENT_TYPE_CODES
 from model.artifact import BASELINES
 from model.data import SESSION_GAP_MS, EventLog
 from model.metrics import ranking_metrics, ranks
+from model.purchase import PurchaseStage
 from model.session_knn import SessionKnn
 
-BASELINES_FORMAT = 2  # 2: session kNN; format 1 (without it) still loads
+BASELINES_FORMAT = 3  # 3: the purchase stage; 2: session kNN; formats 1 and 2 (without them) still load
 DECAYS = (0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
 KNN_REACH = 5  # co-occurrence counts pairs of events at most this many steps apart in a session
 KNN_RECENT = 3  # item-kNN scores the neighbours of the window's newest distinct categories
@@ -57,6 +58,8 @@ class StoredBaselines:
     # factors of the next-event-type decision argmax(p * w), chosen on validation (model.metrics.tune_class_weights)
     event_type_weights: list[float] = dataclasses.field(default_factory=list)
     sessions: SessionKnn = dataclasses.field(default_factory=SessionKnn.empty)
+    # the served purchase probability (model.purchase), fit on validation; None: the network's head as it is
+    purchase: PurchaseStage | None = None
 
     @classmethod
     def fit(cls, log: EventLog, fit_mask: np.ndarray, k: int = 20, fitted_on: str = "") -> StoredBaselines:
@@ -94,7 +97,7 @@ class StoredBaselines:
         what training serves once the choices are made on validation (counts of all the history it may use)."""
         fresh = StoredBaselines.fit(log, fit_mask, k=self.k, fitted_on=fitted_on)
         return dataclasses.replace(fresh, decay=self.decay, mix=dict(self.mix), validation=self.validation,
-                                   event_type_weights=list(self.event_type_weights))
+                                   event_type_weights=list(self.event_type_weights), purchase=self.purchase)
 
     # --- the methods, each window -> ranked categories -------------------------------------------------
 
@@ -182,11 +185,12 @@ class StoredBaselines:
                 "event_type_weights": self.event_type_weights,
                 "markov": {c: pairs(v) for c, v in sorted(self.markov.items())},
                 "neighbours": {c: pairs(v) for c, v in sorted(self.neighbours.items())},
-                "sessions": self.sessions.to_json()}
+                "sessions": self.sessions.to_json(),
+                "purchase": self.purchase.to_json() if self.purchase else None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredBaselines:
-        if data.get("format") not in (1, BASELINES_FORMAT):
+        if data.get("format") not in range(1, BASELINES_FORMAT + 1):
             raise ValueError(f"baselines format {data.get('format')}, this code reads 1 to {BASELINES_FORMAT}")
 
         def pairs(rows: list[list[Any]]) -> list[tuple[str, float]]:
@@ -197,7 +201,8 @@ class StoredBaselines:
                    k=int(data["k"]), fitted_on=str(data.get("fitted_on", "")), mix=dict(data.get("mix") or {}),
                    validation=dict(data.get("validation") or {}),
                    event_type_weights=[float(w) for w in data.get("event_type_weights") or []],
-                   sessions=SessionKnn.from_json(data["sessions"]) if "sessions" in data else SessionKnn.empty())
+                   sessions=SessionKnn.from_json(data["sessions"]) if "sessions" in data else SessionKnn.empty(),
+                   purchase=PurchaseStage.from_json(data["purchase"]) if data.get("purchase") else None)
 
     def save(self, folder: Path) -> Path:
         path = folder / BASELINES

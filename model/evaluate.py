@@ -15,7 +15,7 @@ from core.events import EVENT_TYPES
 from model.artifact import read_manifest
 from model.baselines import StoredBaselines, recent_cart_score
 from model.data import TimeSplit, load_events, purchase_labels, target_positions, user_start_of
-from model.metrics import classification_metrics, pr_auc, ranking_metrics, ranks, roc_auc
+from model.metrics import brier, calibration_error, classification_metrics, pr_auc, ranking_metrics, ranks, reliability, roc_auc
 from model.plots import pyplot
 
 
@@ -58,7 +58,7 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     baselines = predictor.baselines  # fit at training time before the test slice: nothing here is fit
     model_top: list[list[str]] = []
     network_top: list[list[str]] = []
-    model_types, model_buy = [], []
+    model_types, model_buy, head_buy = [], [], []
     chunk = 2048
     report_progress = _progress(len(targets), chunk, progress)
     for lo in range(0, len(targets), chunk):
@@ -69,9 +69,11 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
         network_top.extend([c for c, _ in row][:10] for row in p.network_top or [])
         model_types.append(p.event_type_probs)
         model_buy.append(p.purchase_probability)
+        head_buy.append(p.purchase_head)
         report_progress(lo + len(windows))
     type_probs = np.concatenate(model_types)
     buy_scores = np.concatenate(model_buy)
+    head_scores = np.concatenate(head_buy)
 
     windows_cats = [log.category_ids[a:b].tolist() for a, b in zip(starts, targets)]
     methods: dict[str, Any] = {"model": model_top, "network_alone": network_top}
@@ -97,11 +99,11 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
             truth_type, np.full_like(truth_type, majority), EVENT_TYPES),
     }
     cart_scores = np.array([recent_cart_score(log.event_types[a:b]) for a, b in zip(starts, targets)])
-    purchase = {
-        "model": {"roc_auc": roc_auc(buy, buy_scores), "pr_auc": pr_auc(buy, buy_scores)},
-        "recent_cart": {"roc_auc": roc_auc(buy, cart_scores), "pr_auc": pr_auc(buy, cart_scores)},
-        "base_rate": float(buy.mean()),
-    }
+    prior_rate = float(manifest["prior"]["purchase_probability"])  # the training targets' purchase rate
+    purchase = purchase_metrics(buy, {"model": buy_scores, "network_head": head_scores, "recent_cart": cart_scores,
+                                      "training_rate": np.full(len(buy), prior_rate)},
+                                users, resamples=resamples, seed=seed)
+    purchase["stage"] = baselines.purchase.validation.get("served", "") if baselines.purchase else "none"
     metrics = {
         "model_version": manifest["version"], "runtime": runtime, "logs": [str(p) for p in paths], "split": split,
         "targets": int(len(targets)), "users": int(users.max() + 1),
@@ -139,6 +141,47 @@ def _progress(total: int, chunk: int, enabled: bool) -> Callable[[int], None]:
         print(f"evaluate: {done}/{total} events predicted ({time.perf_counter() - started:.0f}s)",
               file=sys.stderr, flush=True)
     return line
+
+
+AUDIENCE_THRESHOLDS = (0.1, 0.2, 0.3, 0.5)
+PROBABILITIES = ("model", "network_head", "training_rate")  # purchase scores meant as probabilities
+
+
+def purchase_metrics(labels: np.ndarray, scores: dict[str, np.ndarray], users: np.ndarray, resamples: int = 200,
+                     seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """ROC-AUC, PR-AUC and (for probabilities) Brier score and calibration error per method, the model's
+    reliability curve, and bootstrap intervals over users of the model's difference to the network's head."""
+    out: dict[str, Any] = {"base_rate": float(labels.mean())}
+    for name, p in scores.items():
+        row = {"roc_auc": roc_auc(labels, p), "pr_auc": pr_auc(labels, p)}
+        if name in PROBABILITIES:
+            curve = reliability(labels, p)
+            row |= {"brier": brier(labels, p), "calibration_error": calibration_error(curve), "reliability": curve}
+        out[name] = row
+    model = scores["model"]
+    # what an audience threshold on the served probability selects (streams/audience.py)
+    out["thresholds"] = {f"{t:g}": {"selected": float(np.mean(model >= t)),
+                                    "precision": float(labels[model >= t].mean()) if (model >= t).any() else None,
+                                    "recall": float(np.sum(labels & (model >= t)) / max(labels.sum(), 1))}
+                         for t in AUDIENCE_THRESHOLDS}
+    rng = np.random.default_rng(seed)
+    n_users = int(users.max()) + 1
+    by_user = np.argsort(users, kind="stable")
+    first = np.searchsorted(users[by_user], np.arange(n_users + 1))
+    differences: dict[str, list[float]] = {"roc_auc": [], "pr_auc": [], "brier": []}
+    for _ in range(resamples):
+        picked = rng.integers(0, n_users, n_users)
+        rows = by_user[np.concatenate([np.arange(first[u], first[u + 1]) for u in picked])]
+        y = labels[rows]
+        if y.min() == y.max():
+            continue
+        for metric, fn in (("roc_auc", roc_auc), ("pr_auc", pr_auc), ("brier", brier)):
+            differences[metric].append(fn(y, scores["model"][rows]) - fn(y, scores["network_head"][rows]))
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out["model_minus_head"] = {m: [round(float(np.percentile(v, q)), 4) for q in (lo_q, hi_q)] if v else None
+                               for m, v in differences.items()}
+    out["intervals"] = {"resamples": resamples, "level": level}
+    return out
 
 
 def fitted_how(baselines: StoredBaselines) -> dict[str, str]:
@@ -221,12 +264,35 @@ def write_report(metrics: dict[str, Any], out: Path) -> None:
         recall = ", ".join(f"{k} {v:.3f}" for k, v in m["recall"].items())
         lines.append(f"| {name} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {recall} |")
     p = metrics["purchase"]
-    lines += ["", "## Purchase propensity", "", f"Base rate {p['base_rate']:.4f}.", "",
-              "| method | ROC-AUC | PR-AUC |", "|---|---|---|"]
-    for name in ("model", "recent_cart"):
-        lines.append(f"| {name} | {p[name]['roc_auc']:.4f} | {p[name]['pr_auc']:.4f} |")
+    lines += ["", "## Purchase propensity", "",
+              f"Base rate {p['base_rate']:.4f}. model: the served probability, the network's purchase head through "
+              f"the purchase stage fit on the validation slice ({p['stage']}); network_head: the head alone; "
+              "recent_cart: decay^(events since the newest cart), a ranking only; training_rate: the training "
+              "targets' purchase rate for everyone. Brier score and calibration error (ECE, 10 bins of equal "
+              "counts): lower is better.", "",
+              "| method | ROC-AUC | PR-AUC | Brier | ECE |", "|---|---|---|---|---|"]
+    for name in ("model", "network_head", "recent_cart", "training_rate"):
+        if name not in p:  # a report written before the purchase stage
+            continue
+        row = p[name]
+        extra = f"{row['brier']:.5f} | {row['calibration_error']:.4f}" if "brier" in row else "- | -"
+        lines.append(f"| {name} | {row['roc_auc']:.4f} | {row['pr_auc']:.4f} | {extra} |")
+    diff = p.get("model_minus_head") or {}
+    if all(diff.get(m) for m in ("roc_auc", "pr_auc", "brier")):
+        lines += ["", f"Model minus network_head, {level} bootstrap intervals over users: ROC-AUC "
+                  f"[{diff['roc_auc'][0]:+.4f}, {diff['roc_auc'][1]:+.4f}], PR-AUC [{diff['pr_auc'][0]:+.4f}, "
+                  f"{diff['pr_auc'][1]:+.4f}], Brier [{diff['brier'][0]:+.5f}, {diff['brier'][1]:+.5f}]. "
+                  "The reliability curve is in calibration.png."]
+    if p.get("thresholds"):
+        lines += ["", "What a threshold on the model's probability selects (an audience, "
+                  "`CLICKSTREAM_AUDIENCE_THRESHOLD`):", "", "| threshold | events selected | of which followed by "
+                  "a purchase | purchases found |", "|---|---|---|---|"]
+        for t, row in p["thresholds"].items():
+            precision = "-" if row["precision"] is None else f"{row['precision']:.3f}"
+            lines.append(f"| {t} | {row['selected']:.2%} | {precision} | {row['recall']:.2%} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _chart(metrics, out / "comparison.png")
+    _calibration_chart(metrics, out / "calibration.png")
 
 
 def _chart(metrics: dict[str, Any], path: Path) -> None:
@@ -246,8 +312,8 @@ def _chart(metrics: dict[str, Any], path: Path) -> None:
     axes[1].bar([n.split("(")[0] for n in et], [et[n]["macro_f1"] for n in et], color=["C0", "C1", "C7"][: len(et)])
     axes[1].set_title("next event type: macro-F1")
     pur = metrics["purchase"]
-    axes[2].bar(["model", "recent_cart"], [pur["model"]["roc_auc"], pur["recent_cart"]["roc_auc"]],
-                color=["C0", "C7"])
+    shown = [n for n in ("model", "network_head", "recent_cart") if n in pur]
+    axes[2].bar(shown, [pur[n]["roc_auc"] for n in shown], color=["C0", "C1", "C7"][: len(shown)])
     axes[2].set_ylim(0.4, 1.0)
     axes[2].set_title("purchase: ROC-AUC")
     for ax in axes:
@@ -258,3 +324,30 @@ def _chart(metrics: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+
+
+def _calibration_chart(metrics: dict[str, Any], path: Path) -> None:
+    """The reliability curve of the served purchase probability and of the network's head."""
+    plt = pyplot("calibration.png")
+    purchase = metrics["purchase"]
+    if plt is None or "reliability" not in purchase.get("model", {}):
+        return
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    top = 0.0
+    for name, style in (("model", "-o"), ("network_head", "--s")):
+        curve = np.asarray(purchase[name]["reliability"])
+        top = max(top, curve[:, :2].max())
+        ax.plot(curve[:, 0], curve[:, 1], style, label=f"{name} (Brier {purchase[name]['brier']:.4f}, "
+                                                        f"ECE {purchase[name]['calibration_error']:.3f})")
+    top = min(1.0, top * 1.1 + 1e-3)
+    ax.plot([0, top], [0, top], ":", color="grey", label="perfect calibration")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("predicted purchase probability (bin mean)")
+    ax.set_ylabel("observed purchase rate")
+    ax.set_title(f"purchase within the horizon: reliability ({metrics['targets']} events)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

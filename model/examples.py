@@ -6,7 +6,8 @@ import dataclasses
 import numpy as np
 
 from model.data import EventLog, purchase_labels, user_start_of
-from model.features import FeatureSpec, encode_windows, window_index
+from model.features import FeatureSpec, encode_windows, window_columns, window_index
+from model.purchase import FEATURES, purchase_features
 
 
 @dataclasses.dataclass
@@ -39,3 +40,14 @@ class LogColumns:
              "next_event_type": self.log.event_types[targets].astype(np.int32),
              "purchase": self.purchase_soon[targets].astype(np.float32)}
         return x, y
+
+    def purchase_signals(self, targets: np.ndarray, length: int, chunk: int = 2048) -> np.ndarray:
+        """:func:`model.purchase.purchase_features` of the target events' windows, as the predictor computes
+        them (in chunks: the features compare every pair of a window's steps)."""
+        parts = []
+        for lo in range(0, len(targets), chunk):
+            part = targets[lo: lo + chunk]
+            columns = window_columns(self.category_index, self.raw_category_code, self.log.event_types,
+                                     self.log.times_ms, window_index(part, self.user_start[part], length))
+            parts.append(purchase_features(columns["code"], columns["event_type"], columns["time_ms"]))
+        return np.concatenate(parts) if parts else np.zeros((0, len(FEATURES) - 1))

@@ -101,3 +101,24 @@ def tune_class_weights(probs: np.ndarray, truth: np.ndarray, names: Sequence[str
         if not improved:
             break
     return weights
+
+
+def brier(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean squared error of probabilities against 0/1 outcomes (lower is better)."""
+    return float(np.mean((probabilities.astype(np.float64) - labels.astype(np.float64)) ** 2))
+
+
+def reliability(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> list[list[float]]:
+    """The reliability curve: [mean predicted probability, observed rate, share of the examples] per bin of
+    equal counts, lowest probabilities first."""
+    order = np.argsort(probabilities, kind="mergesort")
+    rows = []
+    for part in np.array_split(order, min(bins, len(order))):
+        if len(part):
+            rows.append([float(probabilities[part].mean()), float(labels[part].mean()), len(part) / len(order)])
+    return rows
+
+
+def calibration_error(curve: list[list[float]]) -> float:
+    """Expected calibration error: the share-weighted gap between predicted and observed in the curve's bins."""
+    return float(sum(share * abs(predicted - observed) for predicted, observed, share in curve))

@@ -45,7 +45,7 @@ class BatchPrediction:
 
     top_categories: list[list[tuple[str, float]]]
     event_type_probs: np.ndarray  # (B, len(event_types)), columns in ``event_types`` order
-    purchase_probability: np.ndarray  # (B,)
+    purchase_probability: np.ndarray  # (B,) the served one: after the purchase stage (model/purchase.py)
     window_lengths: np.ndarray  # (B,)
     event_types: tuple[str, ...]
     network_top: list[list[tuple[str, float]]] | None = None  # the network's own ranking (predict(candidates=True))
@@ -53,6 +53,7 @@ class BatchPrediction:
     # window_lengths[i] events, (1 - gate) x attention, and the k events that drove the top category
     copy_weights: list[np.ndarray] | None = None
     drivers: list[tuple[Driver, ...]] | None = None
+    purchase_head: np.ndarray | None = None  # (B,) the network's purchase head, before the purchase stage
 
 
 NETWORK_CANDIDATES = 30
@@ -189,6 +190,7 @@ class Predictor:
         n_types = len(self.spec.event_types)
         types = np.zeros((n, n_types), dtype=np.float32)
         purchase = np.zeros(n, dtype=np.float32)
+        head = np.zeros(n, dtype=np.float32)
         copies = [np.zeros(0, dtype=np.float32)] * n if self.drivers else None
         steps: list[tuple[np.ndarray, ...]] = []  # with drivers: per chunk, its rows and their steps
         # each length bucket runs on its own: short windows never pay for the longest one in the batch
@@ -201,7 +203,7 @@ class Predictor:
             for chunk_start in range(0, len(rows), largest):
                 chunk = rows[chunk_start: chunk_start + largest]
                 self._predict_rows([windows[i] for i in chunk], chunk, lengths[chunk], width, network_top, types,
-                                   purchase, copies, steps)
+                                   purchase, head, copies, steps)
         for i in np.flatnonzero(lengths > 0):
             if network_only:  # the same ranking as the mix with all weight on the network, without its cost
                 top[i] = network_top[i][: self.top_k]
@@ -213,7 +215,7 @@ class Predictor:
             for i in np.flatnonzero(lengths == 0):
                 top[i] = network_top[i] = list(prior_cats)
                 types[i] = prior_types
-                purchase[i] = prior_purchase
+                purchase[i] = head[i] = prior_purchase
         drivers: list[tuple[Driver, ...]] | None = None
         if copies is not None:
             drivers = [()] * n
@@ -223,11 +225,11 @@ class Predictor:
                 for i, found in zip(rows, batch_drivers(tops, top_codes, step_codes, *chunk, self.drivers)):
                     drivers[i] = found
         return BatchPrediction(top, types, purchase, lengths, self.spec.event_types,
-                               network_top if candidates else None, copies, drivers)
+                               network_top if candidates else None, copies, drivers, head)
 
     def _predict_rows(self, windows: list[Window], rows: np.ndarray, lengths: np.ndarray, width: int,
                       top: list[list[tuple[str, float]]], types: np.ndarray, purchase: np.ndarray,
-                      copies: list[np.ndarray] | None, steps: list[tuple[np.ndarray, ...]]) -> None:
+                      head: np.ndarray, copies: list[np.ndarray] | None, steps: list[tuple[np.ndarray, ...]]) -> None:
         b = len(windows)
         batch, length = self.serving.shape_for(b, int(lengths.max()))
         # flat columns of the windows' newest `length` events, then the one feature function
@@ -254,7 +256,9 @@ class Predictor:
                           code_of))
         idx, scores, oov_copy = idx[:b, :width], scores[:b, :width], oov_copy[:b]
         types[rows] = event_type[:b]
-        purchase[rows] = buy[:b]
+        head[rows] = buy[:b]
+        stage = self.baselines.purchase
+        purchase[rows] = stage(buy[:b], x["code"], x["event_type"], x["time_ms"]) if stage else buy[:b]
         names, score_rows = self.spec.index_to_category[idx].tolist(), scores.tolist()
         for r, best in enumerate(map(list, map(zip, names, score_rows))):
             top[rows[r]] = best

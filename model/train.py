@@ -23,6 +23,7 @@ from model.metrics import ranking_metrics, ranks, tune_class_weights
 from model.mix import NETWORK_ONLY, MixTuner
 from model.network import build_network, build_training_model, negative_log_likelihood
 from model.plots import pyplot
+from model.purchase import PurchaseStage
 from model.tf_quiet import import_tensorflow
 
 MIN_MIX_GAIN = 0.01  # relative validation gain in HR@5 or MRR@10 that the mix must bring to be served
@@ -153,6 +154,13 @@ def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainC
     write_manifest(out, manifest)  # the predictor below needs a complete artifact (mix: the network alone)
     tune = val_targets[:: max(1, len(val_targets) // config.max_tune_examples)]
     baselines.validation = tune_on_validation(out, log, columns.user_start, tune, baselines, config.window_length)
+    bought = columns.purchase_soon[val_targets]
+    if bought.any() and not bought.all():
+        baselines.purchase = fit_purchase_stage(out, columns, val_targets, config.window_length, config.seed)
+        baselines.validation["purchase"] = baselines.purchase.validation
+    else:  # e.g. a log of views only: nothing to calibrate against
+        baselines.validation["purchase"] = {"served": "the network's head (no purchase stage: the validation "
+                                                      f"windows are all {'bought' if bought.all() else 'not bought'})"}
     # the choices are made: the served counts take in all the history the split allows (--final: all of it)
     if config.final:
         served = np.ones(len(log), dtype=bool)
@@ -280,6 +288,29 @@ def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets
     return {"targets": len(targets), "mix": baselines.mix, "decay": baselines.decay, "best_baseline": best,
             "event_type_weights": baselines.event_type_weights,
             "next_category": {n: {k: round(v, 4) for k, v in m.items()} for n, m in rows.items()}}
+
+
+def fit_purchase_stage(out: Path, columns: LogColumns, targets: np.ndarray, window_length: int,
+                       seed: int) -> PurchaseStage:
+    """The purchase stage (``model/purchase.py``) fit on the validation targets: the head's probabilities
+    from the artifact written so far, the windows' purchase signals, whether a purchase followed."""
+    from model.predictor import Predictor
+    from model.window import Window
+
+    log = columns.log
+    predictor = Predictor(out, batch_sizes=(512,), lengths=(window_length,))
+    starts = np.maximum(columns.user_start[targets], targets - window_length)
+    head = []
+    for lo in range(0, len(targets), 2048):
+        batch = [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
+                 for a, b in zip(starts[lo: lo + 2048], targets[lo: lo + 2048])]
+        prediction = predictor.predict(batch)
+        assert prediction.purchase_head is not None
+        head.append(prediction.purchase_head)
+    stage = PurchaseStage.fit(np.concatenate(head), columns.purchase_signals(targets, window_length),
+                              columns.purchase_soon[targets], seed=seed)
+    stage.validation["served"] = "platt" if len(stage.features) == 1 else f"signals C={stage.strength:g}"
+    return stage
 
 
 def plot_losses(losses: dict[str, list[float]], path: Path, title: str) -> None:

@@ -124,7 +124,14 @@ def test_predictor_equals_the_keras_model_called_directly(artifact: Path) -> Non
                                    rtol=1e-4, atol=1e-6)
     assert scores["new"] > 0
     np.testing.assert_allclose(result.event_type_probs, out["event_type"], rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(result.purchase_probability, out["purchase"][:, 0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(result.purchase_head, out["purchase"][:, 0], rtol=1e-4, atol=1e-6)
+    # the served probability: the purchase stage fit in training (model/purchase.py) over the head and the window
+    stage = predictor.baselines.purchase
+    assert stage is not None, "the artifact's validation slice has purchases: training fits a purchase stage"
+    codes = np.where(index >= 0, np.unique(flat, return_inverse=True)[1][np.maximum(index, 0)], -1)
+    np.testing.assert_allclose(result.purchase_probability,
+                               stage(out["purchase"][:, 0], codes, x["event_type"], np.where(index >= 0, times[
+                                   np.maximum(index, 0)], 0)), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow
