@@ -32,9 +32,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-jit", action="store_true", help="compile without XLA")
     parser.add_argument("--drivers", action="store_true",
                         help="measure only what the drivers of explained predictions cost (see above)")
+    parser.add_argument("--parts", action="store_true",
+                        help="measure only what the purchase stage and the mix with the stored signals cost: the "
+                             "numpy predictor on the same artifact with each part on and off, interleaved")
     args = parser.parse_args(argv)
     if args.drivers:
         drivers_cost(model_dir(args.model), args.seconds, not args.no_jit)
+        return
+    if args.parts:
+        parts_cost(model_dir(args.model), args.seconds)
         return
 
     import keras
@@ -92,6 +98,59 @@ def main(argv: list[str] | None = None) -> None:
     labels = [f"b{r[0]} N{r[1]}" for r in rows]
     bar_chart(RESULTS / "predictor.png", "predictor throughput, numpy runtime (windows/s)",
               [*labels, "predict/window"], [*(r[2] for r in rows), per_window], "windows/s", log=True)
+
+
+def parts_cost(path: Path, seconds: float, rounds: int = 3) -> None:
+    """Windows/s of the numpy predictor with the purchase stage and the mix on and off (artifact copies that differ
+    in baselines.json only; the mix, where the artifact serves the network alone, with equal weights on every
+    signal), interleaved rounds at batch 32 and 256 of full windows."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from model.artifact import read_manifest, weights_digest, write_manifest
+    from model.baselines import StoredBaselines
+    from model.mix import COMPONENTS, NETWORK_ONLY
+    from model.predictor import Predictor
+    from model.window import Window
+
+    stored = StoredBaselines.load(path)
+    served_mix = any(w for name, w in stored.mix.items() if name != "network")
+    mix = stored.mix if served_mix else {name: 1.0 / len(COMPONENTS) for name in COMPONENTS}
+    variants = {"network alone, head alone": dataclasses.replace(stored, mix=dict(NETWORK_ONLY), purchase=None),
+                "network alone, purchase stage": dataclasses.replace(stored, mix=dict(NETWORK_ONLY)),
+                "mix, purchase stage": dataclasses.replace(stored, mix=mix)}
+    n = read_manifest(path)["network"]["window_length"]
+    predictors = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, baselines) in enumerate(variants.items()):
+            copy = Path(shutil.copytree(path, Path(tmp) / str(i)))
+            manifest = read_manifest(copy)
+            manifest["baselines_sha256"] = weights_digest(baselines.save(copy))
+            write_manifest(copy, manifest)
+            predictors[name] = Predictor(copy, batch_sizes=(256,), lengths=(n,))
+    gc.freeze()
+    rng = np.random.default_rng(0)
+    cats = list(next(iter(predictors.values())).spec.categories[:200])
+    ws = []  # Taobao-like windows: a user comes back to a few categories
+    for _ in range(256):
+        own = [cats[i] for i in rng.integers(0, len(cats), 6)]
+        ws.append(Window([own[i] for i in rng.integers(0, 6, n)], rng.integers(1, 6, n).astype(np.int8),
+                         np.sort(rng.integers(1_511_000_000_000, 1_511_100_000_000, n))))
+    results: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):  # interleaved: a neighbour's load hits every variant alike
+        for batch in (32, 256):
+            for name, predictor in predictors.items():
+                results.setdefault((name, batch), []).append(
+                    rate(lambda p=predictor, b=batch: p.predict(ws[:b]), batch, seconds / rounds))
+    base = {batch: float(np.median(results[(next(iter(variants)), batch)])) for batch in (32, 256)}
+    rows = [[name, batch, float(np.median(v)), f"{float(np.median(v)) / base[batch] - 1:+.1%}"]
+            for (name, batch), v in results.items()]
+    print(f"mix weights: {mix} ({'as served' if served_mix else 'forced: the artifact serves the network alone'})")
+    print(table(rows, ["variant", "batch", f"windows/s (N={n}, median of {rounds})", "vs the first"]))
+    write_results("predictor-parts", {"model": str(path), "mix": mix, "mix_served": served_mix, "window_length": n,
+                                      "results": [dict(zip(("variant", "batch", "windows_per_s", "change"), r))
+                                                  for r in rows]})
 
 
 def drivers_cost(path: Path, seconds: float, jit: bool, rounds: int = 3) -> None:

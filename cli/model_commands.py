@@ -11,7 +11,7 @@ import click
 from cli.options import env_option, iter_logs, log_format_options
 from core.errors import InputError
 from core.settings import DEFAULT_MODEL_DIR
-from model.config import NetworkConfig, TrainConfig
+from model.config import ARCHITECTURES, NetworkConfig, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -24,14 +24,18 @@ DEFAULTS = TrainConfig()
 @env_option("--window-length", env="CLICKSTREAM_TRAIN_WINDOW_LENGTH", type=int,
             default=DEFAULTS.window_length, show_default=True,
             help="Events per window (N); the worker keeps the N of the model it serves.")
+@env_option("--arch", env="CLICKSTREAM_TRAIN_ARCH", type=click.Choice(ARCHITECTURES),
+            default=DEFAULTS.arch, show_default=True,
+            help="The sequence layers over the window: an LSTM, a GRU, or a small causal Transformer "
+                 "(self-attention over the window's earlier events, SASRec-like). All three serve in NumPy.")
 @env_option("--units", env="CLICKSTREAM_LSTM_UNITS", type=int,
-            default=DEFAULTS.lstm_units, show_default=True, help="LSTM units.")
+            default=DEFAULTS.lstm_units, show_default=True, help="Units of the sequence layers.")
 @env_option("--layers", env="CLICKSTREAM_LSTM_LAYERS", type=int,
-            default=DEFAULTS.lstm_layers, show_default=True, help="Stacked LSTM layers.")
+            default=DEFAULTS.lstm_layers, show_default=True, help="Stacked LSTM or GRU layers, or Transformer blocks.")
 @env_option("--recurrent-steps", env="CLICKSTREAM_RECURRENT_STEPS", type=int,
             default=DEFAULTS.recurrent_steps, show_default=True,
-            help="The LSTM reads only this many newest events (0: the whole window); the pointer still reads "
-                 "the whole window. 16 serves about twice as fast at N=50 for a slightly lower MRR.")
+            help="The sequence layers read only this many newest events (0: the whole window); the pointer "
+                 "still reads the whole window. 16 serves about twice as fast at N=50 for a slightly lower MRR.")
 @env_option("--dropout", env="CLICKSTREAM_DROPOUT", type=float,
             default=DEFAULTS.dropout, show_default=True, help="Dropout on the LSTM inputs and its final state.")
 @env_option("--epochs", env="CLICKSTREAM_EPOCHS", type=int,
@@ -60,13 +64,13 @@ DEFAULTS = TrainConfig()
 @env_option("--tensorboard", env="CLICKSTREAM_TENSORBOARD", is_flag=True,
             help="Also write TensorBoard logs to OUT/tensorboard.")
 def train(logs: tuple[str, ...], fmt: str, mapping: str | None, out: str,
-          window_length: int, units: int, layers: int, recurrent_steps: int, dropout: float, epochs: int,
+          window_length: int, arch: str, units: int, layers: int, recurrent_steps: int, dropout: float, epochs: int,
           max_fit_seconds: float, batch_size: int, test_fraction: float, val_fraction: float, seed: int,
           final: bool, tensorboard: bool) -> None:
     """Train the next-intent LSTM on LOGS (time split: train on the earlier part) and write an artifact."""
     from model.train import train as run
 
-    config = TrainConfig(window_length=window_length, lstm_units=units, lstm_layers=layers,
+    config = TrainConfig(window_length=window_length, arch=arch, lstm_units=units, lstm_layers=layers,
                          recurrent_steps=recurrent_steps, dropout=dropout,
                          epochs=epochs, max_fit_seconds=max_fit_seconds, batch_size=batch_size,
                          test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, final=final)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+ARCHITECTURES = ("lstm", "gru", "transformer")  # the sequence layers model.network builds
+
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
@@ -20,6 +22,7 @@ class NetworkConfig:
     dropout: float
     purchase_horizon: int
     recurrent_steps: int  # the LSTM reads this many newest steps (0: the whole window); the pointer all
+    arch: str = "lstm"  # the sequence layers: lstm, gru or transformer (ARCHITECTURES)
     category_dim: int = 48
     event_type_dim: int = 8
     intent_units: int = 32  # hidden layer of the event type and purchase heads (LSTM state + window summary)
@@ -43,8 +46,9 @@ class TrainConfig:
     """How to train, and the network's shape (the fields it shares with :class:`NetworkConfig`)."""
 
     window_length: int = 50
-    lstm_units: int = 32
+    lstm_units: int = 32  # units of the sequence layers, whichever the architecture
     lstm_layers: int = 1
+    arch: str = "lstm"
     recurrent_steps: int = 0
     dropout: float = 0.1
     purchase_horizon: int = 5

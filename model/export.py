@@ -31,13 +31,33 @@ def serving_weights(network: Any) -> dict[str, np.ndarray]:
         "category_embedding": np.asarray(network.get_layer("category_embedding").embeddings),
         "event_type_embedding": np.asarray(network.get_layer("event_type_embedding").embeddings),
     }
-    lstms = sorted(layer.name for layer in network.layers if layer.name.startswith("lstm_"))
-    for name in lstms:
+    recurrent = sorted(layer.name for layer in network.layers if layer.name.startswith(("lstm_", "gru_")))
+    for name in recurrent:
         cell = network.get_layer(name).cell
         if (cell.activation.__name__, cell.recurrent_activation.__name__) != ("tanh", "sigmoid"):
-            raise ValueError("the serving runtime computes an LSTM with tanh and sigmoid activations only")
+            raise ValueError("the serving runtime computes recurrent layers with tanh and sigmoid activations only")
+        if name.startswith("gru_") and not cell.reset_after:
+            raise ValueError("the serving runtime computes a GRU with reset_after=True (Keras's default) only")
         weights.update({f"{name}/kernel": np.asarray(cell.kernel), f"{name}/recurrent": np.asarray(cell.recurrent_kernel),
                         f"{name}/bias": np.asarray(cell.bias)})
+    names = [layer.name for layer in network.layers]
+    if "transformer_input" in names:
+        weights.update(dense("transformer_input"))
+        weights["transformer_position"] = np.asarray(network.get_layer("transformer_position").position.embeddings)
+        for name in sorted(n for n in names if n.startswith("transformer_") and n.split("_")[-1].isdigit()):
+            block = network.get_layer(name)
+            for norm in ("norm_attention", "norm_feed"):
+                layer = getattr(block, norm)
+                weights.update({f"{name}/{norm}/gamma": np.asarray(layer.gamma),
+                                f"{name}/{norm}/beta": np.asarray(layer.beta)})
+            for part in ("query", "key", "value", "output"):
+                layer = getattr(block.attention, f"_{part}_dense")
+                weights.update({f"{name}/{part}": np.asarray(layer.kernel), f"{name}/{part}_bias": np.asarray(layer.bias)})
+            for part in ("feed_hidden", "feed_out"):
+                layer = getattr(block, part)
+                weights.update({f"{name}/{part}": np.asarray(layer.kernel), f"{name}/{part}_bias": np.asarray(layer.bias)})
+        norm = network.get_layer("transformer_norm")
+        weights.update({"transformer_norm/gamma": np.asarray(norm.gamma), "transformer_norm/beta": np.asarray(norm.beta)})
     attention = network.get_layer("attention")
     weights.update({
         "attention/keys": np.asarray(attention.keys.kernel), "attention/query": np.asarray(attention.query.kernel),

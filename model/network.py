@@ -18,7 +18,7 @@ import_tensorflow()  # keras loads TensorFlow: quietly, before keras does it wit
 import keras
 from keras import layers, ops
 
-from model.config import NetworkConfig
+from model.config import ARCHITECTURES, NetworkConfig
 from model.features import GAP_SCALE, N_STEP_FEATURES, STEP_FEATURES
 
 
@@ -111,6 +111,98 @@ class WindowSummary(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="clickstream")
+class CausalSelfAttention(layers.Layer):
+    """One pre-norm Transformer block over the window (SASRec-like): each step attends to itself and the
+    earlier real events, ``x + MHA(LN(x))`` then ``x + FFN(LN(x))`` with a ReLU feed-forward of twice the width.
+
+    Padding steps (left of the window) attend to nothing real; their outputs are never read (the pointer masks
+    them, the heads read the newest step).
+    """
+
+    def __init__(self, units: int, heads: int = 2, dropout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.units, self.heads, self.dropout = units, heads, dropout
+        self.norm_attention = layers.LayerNormalization(name="norm_attention")
+        self.attention = layers.MultiHeadAttention(heads, units // heads, dropout=dropout, name="attention")
+        self.norm_feed = layers.LayerNormalization(name="norm_feed")
+        self.feed_hidden = layers.Dense(2 * units, activation="relu", name="feed_hidden")
+        self.feed_out = layers.Dense(units, name="feed_out")
+        self.drop = layers.Dropout(dropout)
+
+    def build(self, input_shape: Any) -> None:
+        shape = tuple(input_shape)
+        self.norm_attention.build(shape)
+        self.attention.build(shape, shape)
+        self.norm_feed.build(shape)
+        self.feed_hidden.build(shape)
+        self.feed_out.build(shape[:-1] + (2 * self.units,))
+        self.built = True
+
+    def call(self, x: Any, mask: Any = None, training: Any = None) -> Any:
+        length = ops.shape(x)[1]
+        allowed = ops.tril(ops.ones((length, length), dtype="bool"))[None]  # step i sees steps j <= i
+        if mask is not None:
+            allowed = ops.logical_and(allowed, ops.expand_dims(mask, 1))  # ... that are real events
+        a = self.norm_attention(x)
+        x = x + self.drop(self.attention(a, a, attention_mask=allowed, training=training), training=training)
+        f = self.feed_out(self.feed_hidden(self.norm_feed(x)))
+        return x + self.drop(f, training=training)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        return mask
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "heads": self.heads, "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(package="clickstream")
+class StepPosition(layers.Layer):
+    """A learned vector per distance from the newest step (left padding: the newest is always the last)."""
+
+    def __init__(self, units: int, max_length: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.units, self.max_length = units, max_length
+        self.position = layers.Embedding(max_length, units)
+
+    def build(self, input_shape: Any) -> None:
+        self.position.build((None,))
+        self.built = True
+
+    def call(self, x: Any) -> Any:
+        length = ops.shape(x)[1]
+        distance = ops.minimum(ops.arange(length - 1, -1, -1), self.max_length - 1)
+        return x + self.position(distance)[None]
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        return mask
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "max_length": self.max_length}
+
+
+def sequence_layers(config: NetworkConfig, states: Any, mask: Any) -> Any:
+    """The per-step states (B, T, units) of the window's inputs under ``config.arch``; layer names are what the
+    serving export reads (``lstm_i``, ``gru_i``; ``transformer_input``, ``transformer_position``,
+    ``transformer_i``, ``transformer_norm``)."""
+    if config.arch not in ARCHITECTURES:
+        raise ValueError(f"architecture {config.arch!r}: one of {', '.join(ARCHITECTURES)}")
+    if config.arch == "transformer":
+        states = layers.Dense(config.lstm_units, name="transformer_input")(states)
+        states = StepPosition(config.lstm_units, config.window_length, name="transformer_position")(states)
+        for i in range(config.lstm_layers):
+            states = CausalSelfAttention(config.lstm_units, dropout=config.dropout, name=f"transformer_{i}")(
+                states, mask=mask)
+        return layers.LayerNormalization(name="transformer_norm")(states)
+    recurrent = layers.LSTM if config.arch == "lstm" else layers.GRU
+    for i in range(config.lstm_layers):
+        states = recurrent(config.lstm_units, return_sequences=True, dropout=config.dropout,
+                           name=f"{config.arch}_{i}")(states, mask=mask)
+    return states
+
+
+@keras.saving.register_keras_serializable(package="clickstream")
 class PaddingMask(layers.Layer):
     """True at real events, False at padding (event type index 0)."""
 
@@ -169,9 +261,7 @@ def build_network(config: NetworkConfig) -> keras.Model:
         recent_mask = NewestSteps(config.recurrent_steps, name="recent_mask")(mask)
     else:
         states, recent_mask = x, mask
-    for i in range(config.lstm_layers):
-        states = layers.LSTM(config.lstm_units, return_sequences=True, dropout=config.dropout,
-                             name=f"lstm_{i}")(states, mask=recent_mask)
+    states = sequence_layers(config, states, recent_mask)
     newest = LastStep(name="last_state")(states)
     last = layers.Dropout(config.dropout)(newest)
     # the pointer's keys: LSTM states where the LSTM ran over the whole window, else the step inputs themselves

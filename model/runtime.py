@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from model.config import NetworkConfig
+from model.config import ARCHITECTURES, NetworkConfig
 from model.features import GAP_SCALE, OOV, PAD, STEP_FEATURES, step_features
 
 AGE = STEP_FEATURES.index("age")
@@ -42,25 +42,42 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 + 0.5 * np.tanh(0.5 * x)
 
 
+def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, epsilon: float = 1e-3) -> np.ndarray:
+    """Keras's LayerNormalization over the last axis (its default epsilon, and its order of operations)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    variance = np.square(x - mean).mean(axis=-1, keepdims=True)
+    scale = gamma / np.sqrt(variance + np.float32(epsilon))
+    return x * scale + (beta - mean * scale)
+
+
 class NumpyNetwork:
     """``network([category, event_type, steps], training=False)`` from the arrays of ``serving.npz``."""
 
     def __init__(self, weights: Mapping[str, np.ndarray], config: NetworkConfig) -> None:
         self.w = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in weights.items()}
         self.config = config
+        self.arch = config.arch
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"architecture {self.arch!r}: this runtime computes {', '.join(ARCHITECTURES)}")
         self.layers = config.lstm_layers
         self.short = 0 < config.recurrent_steps < config.window_length
         self.units = units = config.lstm_units
         missing = [name for name in self.names() if name not in self.w]
         if missing:
             raise KeyError(f"serving weights lack {', '.join(missing)}")
-        # each layer's gates reordered to (i, f, o, g) and the three sigmoid gates' columns halved, so that one
-        # tanh computes all four (sigmoid(x) = (1 + tanh(x / 2)) / 2)
-        order = np.r_[0:2 * units, 3 * units:4 * units, 2 * units:3 * units]
-        scale = np.r_[np.full(3 * units, 0.5), np.ones(units)].astype(np.float32)
-        self.lstm = [tuple(self.w[f"lstm_{i}/{part}"][..., order] * scale for part in ("kernel", "recurrent", "bias"))
-                     for i in range(self.layers)]
-        kernel, _, bias = self.lstm[0]
+        if self.arch == "lstm":
+            # each layer's gates reordered to (i, f, o, g) and the three sigmoid gates' columns halved, so that one
+            # tanh computes all four (sigmoid(x) = (1 + tanh(x / 2)) / 2)
+            order = np.r_[0:2 * units, 3 * units:4 * units, 2 * units:3 * units]
+            scale = np.r_[np.full(3 * units, 0.5), np.ones(units)].astype(np.float32)
+            self.recurrent = [tuple(self.w[f"lstm_{i}/{part}"][..., order] * scale
+                                    for part in ("kernel", "recurrent", "bias")) for i in range(self.layers)]
+        elif self.arch == "gru":  # gates (z, r, h); bias[0] is the input's, bias[1] the recurrence's
+            self.recurrent = [tuple(self.w[f"gru_{i}/{part}"] for part in ("kernel", "recurrent", "bias"))
+                              for i in range(self.layers)]
+        kernel, bias = ((self.w["transformer_input"], self.w["transformer_input_bias"]) if self.arch == "transformer"
+                        else (self.recurrent[0][0], self.recurrent[0][2]))
+        bias = bias[0] if bias.ndim == 2 else bias
         c_dim = self.w["category_embedding"].shape[1]
         t_dim = self.w["event_type_embedding"].shape[1]
         # the first layer's input projection folded into the embedding tables
@@ -70,8 +87,16 @@ class NumpyNetwork:
 
     def names(self) -> list[str]:
         """The arrays this network reads (``model.export.serving_weights`` writes them)."""
-        lstm = [f"lstm_{i}/{part}" for i in range(self.layers) for part in ("kernel", "recurrent", "bias")]
-        return ["category_embedding", "event_type_embedding", *lstm, "attention/keys", "attention/query",
+        if self.arch == "transformer":
+            parts = [f"{norm}/{p}" for norm in ("norm_attention", "norm_feed") for p in ("gamma", "beta")] + [
+                f"{p}{bias}" for p in ("query", "key", "value", "output", "feed_hidden", "feed_out")
+                for bias in ("", "_bias")]
+            sequence = ["transformer_input", "transformer_input_bias", "transformer_position",
+                        "transformer_norm/gamma", "transformer_norm/beta",
+                        *(f"transformer_{i}/{part}" for i in range(self.layers) for part in parts)]
+        else:
+            sequence = [f"{self.arch}_{i}/{part}" for i in range(self.layers) for part in ("kernel", "recurrent", "bias")]
+        return ["category_embedding", "event_type_embedding", *sequence, "attention/keys", "attention/query",
                 "attention/distance_bias", "attention/feature_hidden", "attention/feature_hidden_bias",
                 "attention/query_hidden", "attention/feature_score", "category_gen", "category_gen_bias", "gate",
                 "gate_bias", "intent_hidden", "intent_hidden_bias", "event_type_head", "event_type_head_bias",
@@ -81,22 +106,11 @@ class NumpyNetwork:
         w = self.w
         mask = event_type != PAD
         b, t = category.shape
-        first = t - self.config.recurrent_steps if self.short else 0  # the LSTM reads steps first..t-1
-        lengths = np.minimum(mask.sum(axis=1), t - first)
-        order = np.argsort(-lengths, kind="stable")  # longest first: the rows a step computes are a prefix
-        # time-major (T, B, 4 units) input projections, rows in that order
-        projected = self.category_projection[category[order, first:].T]
-        projected += self.type_projection[event_type[order, first:].T]
-        projected += (steps[:, first:] @ self.steps_kernel)[order].transpose(1, 0, 2)
-        states = None
-        for i, (kernel, recurrent, bias) in enumerate(self.lstm):
-            if i:
-                projected = states @ kernel + bias
-            states = self._lstm(projected, lengths[order], recurrent)
-        assert states is not None
-        ordered_states = states
-        states = np.empty((b, states.shape[0], self.units), dtype=np.float32)
-        states[order] = ordered_states.transpose(1, 0, 2)
+        first = t - self.config.recurrent_steps if self.short else 0  # the sequence layers read steps first..t-1
+        if self.arch == "transformer":
+            states = self._transformer(category[:, first:], event_type[:, first:], steps[:, first:], mask[:, first:])
+        else:
+            states = self._recurrent_states(category[:, first:], event_type[:, first:], steps[:, first:], mask)
         newest = states[:, -1]
         if self.short:
             keys = np.concatenate([w["category_embedding"][category], w["event_type_embedding"][event_type], steps],
@@ -110,6 +124,70 @@ class NumpyNetwork:
                 "gate": _sigmoid(newest @ w["gate"] + w["gate_bias"]),
                 "event_type": _softmax(intent @ w["event_type_head"] + w["event_type_head_bias"]),
                 "purchase": _sigmoid(intent @ w["purchase_head"] + w["purchase_head_bias"])}
+
+    def _recurrent_states(self, category: np.ndarray, event_type: np.ndarray, steps: np.ndarray,
+                          mask: np.ndarray) -> np.ndarray:
+        """(B, T, units) states of the LSTM or GRU layers over the (B, T) window columns."""
+        b, t = category.shape
+        lengths = np.minimum(mask.sum(axis=1), t)
+        order = np.argsort(-lengths, kind="stable")  # longest first: the rows a step computes are a prefix
+        # time-major (T, B, gates x units) input projections, rows in that order
+        projected = self.category_projection[category[order].T]
+        projected += self.type_projection[event_type[order].T]
+        projected += (steps @ self.steps_kernel)[order].transpose(1, 0, 2)
+        states = None
+        for i, (kernel, recurrent, bias) in enumerate(self.recurrent):
+            if i:
+                projected = states @ kernel + (bias[0] if bias.ndim == 2 else bias)
+            states = (self._lstm(projected, lengths[order], recurrent) if self.arch == "lstm"
+                      else self._gru(projected, lengths[order], recurrent, bias[1]))
+        assert states is not None
+        out = np.empty((b, t, self.units), dtype=np.float32)
+        out[order] = states.transpose(1, 0, 2)
+        return out
+
+    def _gru(self, projected: np.ndarray, lengths: np.ndarray, recurrent: np.ndarray,
+             recurrent_bias: np.ndarray) -> np.ndarray:
+        """Time-major states (T, B, units) of a GRU (Keras's reset_after form) over (T, B, 3 units) input
+        projections (gates z, r, h), rows ordered longest first; a row's state stays zero until its window
+        starts."""
+        t, b, three = projected.shape
+        units = three // 3
+        started = np.searchsorted(-lengths, -(t - np.arange(t)), side="right")  # rows started by step s
+        out = np.zeros((t + 1, b, units), dtype=np.float32)
+        for s in range(t):
+            n = int(started[s])
+            if n == 0:
+                continue
+            h = out[s, :n]
+            inner = h @ recurrent + recurrent_bias
+            x = projected[s, :n]
+            gates = _sigmoid(x[:, :2 * units] + inner[:, :2 * units])
+            z, r = gates[:, :units], gates[:, units:]
+            candidate = np.tanh(x[:, 2 * units:] + r * inner[:, 2 * units:])
+            out[s + 1, :n] = z * h + (1 - z) * candidate
+        return out[1:]
+
+    def _transformer(self, category: np.ndarray, event_type: np.ndarray, steps: np.ndarray,
+                     mask: np.ndarray) -> np.ndarray:
+        """(B, T, units) outputs of the causal Transformer blocks (``model.network.CausalSelfAttention``)."""
+        w = self.w
+        t = category.shape[1]
+        x = self.category_projection[category] + self.type_projection[event_type] + steps @ self.steps_kernel
+        x += w["transformer_position"][np.minimum(np.arange(t - 1, -1, -1), self.config.window_length - 1)][None]
+        allowed = np.tril(np.ones((t, t), dtype=bool))[None, None] & mask[:, None, None, :]  # (B, 1, T, T)
+        for i in range(self.layers):
+            p = f"transformer_{i}/"
+            a = _layer_norm(x, w[p + "norm_attention/gamma"], w[p + "norm_attention/beta"])
+            q, k, v = (np.einsum("btu,uhk->bhtk", a, w[p + name]) + w[p + name + "_bias"][None, :, None, :]
+                       for name in ("query", "key", "value"))
+            scores = np.matmul(q / np.float32(math.sqrt(q.shape[-1])), k.transpose(0, 1, 3, 2))
+            attended = np.matmul(_softmax(np.where(allowed, scores, np.float32(-1e9))), v)  # (B, H, T, K)
+            x = x + np.einsum("bhtk,hku->btu", attended, w[p + "output"]) + w[p + "output_bias"]
+            f = np.maximum(_layer_norm(x, w[p + "norm_feed/gamma"], w[p + "norm_feed/beta"]) @ w[p + "feed_hidden"]
+                           + w[p + "feed_hidden_bias"], 0)
+            x = x + f @ w[p + "feed_out"] + w[p + "feed_out_bias"]
+        return _layer_norm(x, w["transformer_norm/gamma"], w["transformer_norm/beta"])
 
     def _lstm(self, projected: np.ndarray, lengths: np.ndarray, recurrent: np.ndarray) -> np.ndarray:
         """Time-major states (T, B, units) of an LSTM over (T, B, 4 units) input projections (gates (i, f, o, g),

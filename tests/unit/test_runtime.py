@@ -1,7 +1,8 @@
 """The NumPy serving runtime against the Keras network it was exported from, on real windows of the three
 shared logs (and on a synthetic log where they are absent), every window length from 1 to N.
 
-Tolerance: 2e-5 absolute on every probability (float32 arithmetic in a different order); top-k lists equal.
+Tolerance: 2e-5 absolute on every probability (float32 arithmetic in a different order), 5e-5 for the
+Transformer (two layer norms and a softmax per block, on purposely inflated weights); top-k lists equal.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tests.conftest import REPO, data_dir
 from tests.unit.test_model import artifact, windows_of  # noqa: F401  (the tiny trained artifact fixture)
 
 ATOL = 2e-5
+TRANSFORMER_ATOL = 5e-5
 N = 20
 LOGS = {"taobao": ("taobao/UserBehavior-sample.csv", "taobao", None),
         "rees46": ("rees46/2019-Oct-Nov-head.csv", "rees46", None),
@@ -56,14 +58,17 @@ def assert_same_outputs(network, inputs: dict[str, np.ndarray], config: NetworkC
     got = NumpyNetwork(serving_weights(network), config)(inputs["category"], inputs["event_type"], inputs["steps"])
     assert set(got) == set(expected)
     for name in expected:
-        np.testing.assert_allclose(got[name], expected[name], atol=ATOL, rtol=0, err_msg=name)
+        atol = TRANSFORMER_ATOL if config.arch == "transformer" else ATOL
+        np.testing.assert_allclose(got[name], expected[name], atol=atol, rtol=0, err_msg=name)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("log_name", sorted(LOGS))
-@pytest.mark.parametrize("shape", [{}, {"lstm_layers": 2}, {"recurrent_steps": 8}], ids=["default", "2-layers",
-                                                                                      "short-recurrence"])
-def test_numpy_network_equals_the_keras_network_on_real_windows(log_name: str, shape: dict[str, int]) -> None:
+@pytest.mark.parametrize("shape", [{}, {"lstm_layers": 2}, {"recurrent_steps": 8}, {"arch": "gru", "lstm_layers": 2},
+                                   {"arch": "transformer", "lstm_layers": 2},
+                                   {"arch": "transformer", "recurrent_steps": 8}],
+                         ids=["default", "2-layers", "short-recurrence", "gru", "transformer", "short-transformer"])
+def test_numpy_network_equals_the_keras_network_on_real_windows(log_name: str, shape: dict[str, int | str]) -> None:
     import keras
 
     from model.network import build_network
@@ -72,7 +77,8 @@ def test_numpy_network_equals_the_keras_network_on_real_windows(log_name: str, s
     assert len({int((row > 0).sum()) for row in inputs["event_type"]}) > N // 2  # many window lengths
     config = NetworkConfig(n_categories=spec.n_categories, n_event_types=len(spec.event_types) + 1,
                            window_length=N, lstm_units=32, lstm_layers=shape.get("lstm_layers", 1), dropout=0.0,
-                           purchase_horizon=5, recurrent_steps=shape.get("recurrent_steps", 0))
+                           purchase_horizon=5, recurrent_steps=shape.get("recurrent_steps", 0),
+                           arch=str(shape.get("arch", "lstm")))
     keras.utils.set_random_seed(1)
     network = build_network(config)
     for weight in network.weights:  # larger than the initial weights, so that every non-linearity is exercised
@@ -130,3 +136,42 @@ def test_a_missing_or_broken_serving_file_is_one_clear_error(artifact: Path, tmp
 
     export_artifact(old)  # what `clickstream export` runs
     assert Predictor(old).predict(windows_of([["c1", "c2"]])).top_categories[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_every_architecture_saves_loads_and_is_causal(arch: str, tmp_path: Path) -> None:
+    """The artifact's model.keras of each architecture loads back to the same network, and a step's state
+    depends on that step and the earlier ones only: changing the newest event leaves the pointer's scores of
+    the earlier steps' keys alone, so only the newest step's share of the attention moves them."""
+    import keras
+
+    from model.network import build_network
+
+    config = NetworkConfig(n_categories=40, n_event_types=6, window_length=12, lstm_units=16, lstm_layers=2,
+                           dropout=0.0, purchase_horizon=5, recurrent_steps=0, arch=arch)
+    keras.utils.set_random_seed(3)
+    network = build_network(config)
+    rng = np.random.default_rng(5)
+    category = rng.integers(2, 40, (4, 12)).astype(np.int32)
+    event_type = rng.integers(1, 6, (4, 12)).astype(np.int32)
+    event_type[0, :5] = category[0, :5] = 0  # a left-padded window
+    steps = rng.normal(size=(4, 12, 9)).astype(np.float32)
+    steps[0, :5] = 0
+    out = {k: np.asarray(v) for k, v in network([category, event_type, steps], training=False).items()}
+    network.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    again = {k: np.asarray(v) for k, v in loaded([category, event_type, steps], training=False).items()}
+    for name in out:
+        np.testing.assert_allclose(again[name], out[name], atol=1e-6, err_msg=name)
+    numpy_network = NumpyNetwork(serving_weights(network), config)
+    keys = {}
+    for variant in ("as is", "newest changed"):
+        if variant == "newest changed":
+            category[:, -1] = (category[:, -1] + 7) % 38 + 2
+        states = numpy_network._recurrent_states(category, event_type, steps, event_type != 0) if arch == "gru" \
+            else numpy_network._transformer(category, event_type, steps, event_type != 0)
+        keys[variant] = states
+    real = (event_type != 0)[:, :-1]  # a padding step's output is never read (the pointer masks it)
+    np.testing.assert_allclose(keys["as is"][:, :-1][real], keys["newest changed"][:, :-1][real], atol=1e-6)
+    assert np.abs(keys["as is"][:, -1] - keys["newest changed"][:, -1]).max() > 1e-3
