@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cli.options import env_option, iter_logs, log_format_options
+from cli.options import broker_option, config_option, env_option, iter_logs, log_format_options, settings_from
 from core.errors import InputError
 from core.settings import DEFAULT_MODEL_DIR
 from model.config import ARCHITECTURES, NetworkConfig, TrainConfig
@@ -16,9 +16,59 @@ from model.config import ARCHITECTURES, NetworkConfig, TrainConfig
 DEFAULTS = TrainConfig()
 
 
+def event_source_options(f: Any) -> Any:
+    """LOGS, or a time range of a Kafka topic of clicks (``cli/topic_clicks.py``), to train or evaluate on."""
+    for option in reversed([
+        config_option, broker_option,
+        env_option("--from-topic", env="CLICKSTREAM_FROM_TOPIC", metavar="TOPIC",
+                   help="Read the clicks of this Kafka topic instead of LOGS (decoded as the worker decodes them, "
+                        "up to its end when the read starts)."),
+        env_option("--since", env="CLICKSTREAM_SINCE", metavar="DURATION",
+                   help="With --from-topic: clicks of this long before now (7d, 12h, 90m)."),
+        env_option("--from-time", env="CLICKSTREAM_FROM_TIME", metavar="TIME",
+                   help="With --from-topic: clicks at or after this time (ISO 8601, UTC unless it says otherwise, "
+                        "or epoch ms)."),
+        env_option("--until", env="CLICKSTREAM_UNTIL", metavar="TIME",
+                   help="With --from-topic: clicks before this time (ISO 8601, epoch ms, or a duration before now).")]):
+        f = option(f)
+    f = log_format_options(f)
+    return click.argument("logs", nargs=-1, type=click.Path(exists=True, dir_okay=False))(f)
+
+
+def read_events(logs: tuple[str, ...], fmt: str, mapping: str | None, config_file: str | None, broker: str | None,
+                from_topic: str | None, since: str | None, from_time: str | None,
+                until: str | None) -> tuple[list[str], str, Any]:
+    """(names of the sources, format, events or None): None where the model code reads LOGS itself."""
+    if not from_topic and (since or from_time or until):
+        raise click.UsageError("--since, --from-time and --until select a time range of --from-topic")
+    if bool(logs) == bool(from_topic):
+        raise click.UsageError("give LOGS or --from-topic TOPIC (one of the two)")
+    if not from_topic:
+        return list(logs), fmt, None
+    if since and from_time:
+        raise click.UsageError("give --since or --from-time, not both")
+    from cli.topic_clicks import clicks_from_topic, parse_time
+    from core.logs import ReadReport
+    from model.data import clean_events
+
+    try:
+        start = parse_time(since or from_time) if (since or from_time) else None
+        end = parse_time(until) if until else None
+    except InputError as exc:
+        raise click.UsageError(str(exc)) from None
+    s = settings_from(config_file, broker=broker)
+    report = ReadReport(f"topic {from_topic}")
+    log = clean_events(clicks_from_topic(s, from_topic, report, start_ms=start, end_ms=end,
+                                         progress=sys.stderr.isatty()))
+    click.echo(f"{report.summary()}; {len(log)} events of {log.n_users} users kept", err=True)
+    if len(log) == 0:
+        raise InputError(f"no usable clicks in topic {from_topic!r} in that time range ({report.summary()})")
+    name = f"kafka:{from_topic}" + (f" [{start} ms" if start else " [beginning") + (f", {end} ms)" if end else ", end)")
+    return [name], "topic", (log, [report])
+
+
 @click.command()
-@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@log_format_options
+@event_source_options
 @env_option("--out", env="CLICKSTREAM_MODEL_DIR", default=DEFAULT_MODEL_DIR, show_default=True,
             type=click.Path(file_okay=False), help="Artifact folder to write.")
 @env_option("--window-length", env="CLICKSTREAM_TRAIN_WINDOW_LENGTH", type=int,
@@ -63,19 +113,23 @@ DEFAULTS = TrainConfig()
                  "honestly.")
 @env_option("--tensorboard", env="CLICKSTREAM_TENSORBOARD", is_flag=True,
             help="Also write TensorBoard logs to OUT/tensorboard.")
-def train(logs: tuple[str, ...], fmt: str, mapping: str | None, out: str,
+def train(logs: tuple[str, ...], fmt: str, mapping: str | None, config_file: str | None, broker: str | None,
+          from_topic: str | None, since: str | None, from_time: str | None, until: str | None, out: str,
           window_length: int, arch: str, units: int, layers: int, recurrent_steps: int, dropout: float, epochs: int,
           max_fit_seconds: float, batch_size: int, test_fraction: float, val_fraction: float, seed: int,
           final: bool, tensorboard: bool) -> None:
-    """Train the next-intent LSTM on LOGS (time split: train on the earlier part) and write an artifact."""
+    """Train the next-intent network on LOGS or a topic's clicks (time split: train on the earlier part) and
+    write an artifact."""
     from model.train import train as run
+
+    names, fmt, events = read_events(logs, fmt, mapping, config_file, broker, from_topic, since, from_time, until)
 
     config = TrainConfig(window_length=window_length, arch=arch, lstm_units=units, lstm_layers=layers,
                          recurrent_steps=recurrent_steps, dropout=dropout,
                          epochs=epochs, max_fit_seconds=max_fit_seconds, batch_size=batch_size,
                          test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, final=final)
-    manifest = run(logs, fmt, out, config, mapping=mapping, tensorboard=tensorboard,
-                   verbose="auto" if sys.stderr.isatty() else 2)
+    manifest = run(names, fmt, out, config, mapping=mapping, tensorboard=tensorboard,
+                   verbose="auto" if sys.stderr.isatty() else 2, events=events)
     t = manifest["training"]
     click.echo(f"model {manifest['version']} written to {out}: {t['train_examples']} training examples "
                f"({t['events']} events kept; {t['skipped']}), {t['epochs_run']} epochs (best {t['best_epoch']}), "
@@ -113,8 +167,7 @@ def beats_baselines_warning(validation: dict[str, Any]) -> str | None:
 
 
 @click.command()
-@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@log_format_options
+@event_source_options
 @env_option("--model", "model_dir", env="CLICKSTREAM_MODEL_DIR", default=DEFAULT_MODEL_DIR, show_default=True,
             type=click.Path(file_okay=False), help="Model artifact folder.")
 @env_option("--split", env="CLICKSTREAM_SPLIT", type=click.Choice(["time", "none"]), default="time",
@@ -127,14 +180,16 @@ def beats_baselines_warning(validation: dict[str, Any]) -> str | None:
 @env_option("--runtime", env="CLICKSTREAM_RUNTIME", type=click.Choice(["numpy", "tensorflow"]), default="numpy",
             show_default=True, help="What computes the network, as in the worker: the artifact's serving.npz in "
                                     "NumPy, or the Keras network compiled by TensorFlow.")
-def evaluate(logs: tuple[str, ...], fmt: str, mapping: str | None,
-             model_dir: str, split: str, out: str | None, max_events: int | None, runtime: str) -> None:
-    """Compare the model with baselines on LOGS; print the report and write it with a chart."""
+def evaluate(logs: tuple[str, ...], fmt: str, mapping: str | None, config_file: str | None, broker: str | None,
+             from_topic: str | None, since: str | None, from_time: str | None, until: str | None, model_dir: str,
+             split: str, out: str | None, max_events: int | None, runtime: str) -> None:
+    """Compare the model with baselines on LOGS or a topic's clicks; print the report and write it with charts."""
     from model.evaluate import evaluate as run
 
+    names, fmt, events = read_events(logs, fmt, mapping, config_file, broker, from_topic, since, from_time, until)
     out_dir = Path(out) if out else Path(model_dir) / "evaluation"
-    run(model_dir, logs, fmt, mapping=mapping, split=split, out=out_dir, max_targets=max_events,  # type: ignore[arg-type]
-        runtime=runtime)
+    run(model_dir, names, fmt, mapping=mapping, split=split, out=out_dir, max_targets=max_events,  # type: ignore[arg-type]
+        runtime=runtime, events=events)
     click.echo((out_dir / "report.md").read_text())
     click.echo(f"written to {out_dir}/ (report.md, metrics.json, comparison.png, calibration.png)")
 

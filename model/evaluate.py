@@ -12,9 +12,10 @@ import numpy as np
 
 from core.errors import InputError
 from core.events import EVENT_TYPES
+from core.logs import ReadReport
 from model.artifact import read_manifest
 from model.baselines import StoredBaselines, recent_cart_score
-from model.data import TimeSplit, load_events, purchase_labels, target_positions, user_start_of
+from model.data import EventLog, TimeSplit, load_events, purchase_labels, target_positions, user_start_of
 from model.metrics import brier, calibration_error, classification_metrics, pr_auc, ranking_metrics, ranks, reliability, roc_auc
 from model.plots import pyplot
 
@@ -22,14 +23,16 @@ from model.plots import pyplot
 def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, mapping: str | None = None,
              split: Literal["time", "none"] = "time", out: str | Path | None = None,
              progress: bool = True, max_targets: int | None = None, seed: int = 0,
-             resamples: int = 200, runtime: str = "numpy") -> dict[str, Any]:
-    """Metrics of the model and the stored baselines on the test events of the log (see the module docstring)."""
+             resamples: int = 200, runtime: str = "numpy",
+             events: tuple[EventLog, list[ReadReport]] | None = None) -> dict[str, Any]:
+    """Metrics of the model and the stored baselines on the test events of the log (see the module docstring);
+    ``events``: the events already read and cleaned (from a topic), ``paths`` then only naming them."""
     manifest = read_manifest(model_dir)  # a missing artifact fails here, before TensorFlow loads
     from model.predictor import Predictor
     from model.window import Window
 
     started = time.perf_counter()
-    log, _ = load_events(paths, fmt, mapping)
+    log, _ = events if events is not None else load_events(paths, fmt, mapping)
     n_window = manifest["network"]["window_length"]
     horizon = manifest["network"]["purchase_horizon"]
     if split == "time":

@@ -12,6 +12,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.events import EVENT_TYPES
+from core.logs import ReadReport
 from model.artifact import FORMAT_VERSION, WEIGHTS, weights_digest, write_manifest
 from model.baselines import StoredBaselines
 from model.config import NetworkConfig, TrainConfig
@@ -54,15 +55,17 @@ def prior(log: EventLog, targets: np.ndarray, labels: np.ndarray, top: int = 100
 
 
 def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainConfig = TrainConfig(),
-          mapping: str | None = None, tensorboard: bool = False, verbose: int | str = "auto") -> dict[str, Any]:
-    """Train on the earlier part of the logs' time range and write the artifact to ``out``."""
+          mapping: str | None = None, tensorboard: bool = False, verbose: int | str = "auto",
+          events: tuple[EventLog, list[ReadReport]] | None = None) -> dict[str, Any]:
+    """Train on the earlier part of the logs' time range and write the artifact to ``out``; ``events``: the
+    events already read and cleaned (from a topic), ``paths`` then only naming where they came from."""
     tf = import_tensorflow()
     import keras
 
     started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    log, reports = load_events(paths, fmt, mapping)
+    log, reports = events if events is not None else load_events(paths, fmt, mapping)
     split = TimeSplit.by_fraction(log, test=config.test_fraction, val=config.val_fraction)
     train_targets = target_positions(log, None, split.val_start_ms)
     val_targets = target_positions(log, split.val_start_ms, split.test_start_ms)

@@ -96,6 +96,16 @@ def test_cleaning_split_and_purchase_labels() -> None:
     assert not set(test.tolist()) & set(log.user_starts[:-1].tolist())  # a target has an earlier event
 
 
+def test_a_duplicate_is_an_event_equal_in_every_field_and_an_empty_log_cleans_to_nothing() -> None:
+    t = 10**9
+    log = clean_events([click("a", "x", "view", t), click("a", "x", "view", t, item="j"),
+                        click("a", "x", "cart", t), click("b", "x", "view", t), click("a", "x", "view", t)])
+    assert log.cleaning["duplicates"] == 1 and len(log) == 4
+    assert log.user_ids.tolist() == ["a", "a", "a", "b"] and log.event_types.tolist() == [1, 1, 3, 1]  # input order
+    empty = clean_events([])
+    assert len(empty) == 0 and empty.n_users == 0 and empty.cleaning["kept"] == 0
+
+
 @pytest.mark.parametrize("horizon", [1, 3])
 def test_purchase_labels_stay_in_the_session(horizon: int) -> None:
     hour = 3600
