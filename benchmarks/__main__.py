@@ -1,11 +1,11 @@
-"""python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay, restart, derived, scaleout,
-churn, rollout, targets (or all)."""
+"""python -m benchmarks NAME [options]: predictor, throughput, latency, state, replay, training, restart, derived,
+scaleout, churn, rollout, targets (or all)."""
 from __future__ import annotations
 
 import importlib
 import sys
 
-NAMES = ("predictor", "replay", "throughput", "latency", "state", "restart", "derived", "scaleout", "churn",
+NAMES = ("predictor", "replay", "training", "throughput", "latency", "state", "restart", "derived", "scaleout", "churn",
          "rollout", "targets")  # targets reads the results of the others: last
 
 

@@ -12,7 +12,7 @@ import click
 
 from cli.derived_commands import audience, demand
 from cli.kafka_commands import produce, replay, subscribe, topics
-from cli.model_commands import evaluate, explain, export_serving, train
+from cli.model_commands import evaluate, explain, export_serving, promote, train
 from cli.worker_commands import intent
 from core.errors import ClickstreamError
 from core.log_throttle import throttle_repeats
@@ -44,7 +44,7 @@ def main() -> None:
     throttle_repeats()
 
 
-for command in (topics, produce, subscribe, replay, train, evaluate, export_serving, explain, intent, demand,
+for command in (topics, produce, subscribe, replay, train, evaluate, promote, export_serving, explain, intent, demand,
                 audience):
     main.add_command(command)
 

@@ -167,6 +167,88 @@ def beats_baselines_warning(validation: dict[str, Any]) -> str | None:
 
 
 @click.command()
+@click.argument("candidate", type=click.Path(file_okay=False))
+@event_source_options
+@env_option("--serving", "link", env="CLICKSTREAM_SERVING_LINK", required=True, type=click.Path(),
+            help="The symlink the workers serve (their CLICKSTREAM_MODEL_DIR); swapped to CANDIDATE when it wins.")
+@env_option("--metric", env="CLICKSTREAM_PROMOTE_METRIC", type=click.Choice(["hr@1", "hr@5", "mrr@10"]),
+            default="mrr@10", show_default=True, help="The agreed metric of the next category.")
+@env_option("--models-topic", env="CLICKSTREAM_MODELS_TOPIC", default="models", show_default=True,
+            help="Compacted topic that records every decision (key: the serving link's name).")
+@env_option("--dry-run", env="CLICKSTREAM_DRY_RUN", is_flag=True,
+            help="Compare and print the decision; record nothing and swap nothing.")
+def promote(candidate: str, logs: tuple[str, ...], fmt: str, mapping: str | None, config_file: str | None,
+            broker: str | None, from_topic: str | None, since: str | None, from_time: str | None, until: str | None,
+            link: str, metric: str, models_topic: str, dry_run: bool) -> None:
+    """Champion and challenger: evaluate CANDIDATE and the model --serving points to on the same newest events
+    (LOGS or --from-topic with a time range after the candidate's training data), and swap the link to
+    CANDIDATE unless it is worse beyond the 95 % interval on --metric; the workers' rollout then serves it
+    without a restart. Exit 0 when promoted, 7 when refused; every decision goes to --models-topic."""
+    import json
+    import os
+    import time
+
+    from core.kafka import ensure_topics, send_all
+    from model.artifact import read_manifest
+    from model.evaluate import compare
+    from model.predictor import Predictor
+
+    link_path = Path(link)
+    if link_path.exists() and not link_path.is_symlink():
+        raise InputError(f"{link} is not a symlink: point the workers' CLICKSTREAM_MODEL_DIR at a symlink to "
+                         "an artifact folder, so that a promotion can swap it")
+    Predictor(candidate)  # a candidate that does not load is refused here, in one line (ModelError)
+    names, fmt, events = read_events(logs, fmt, mapping, config_file, broker, from_topic, since, from_time, until)
+    if events is None:
+        from model.data import load_events
+
+        events = load_events(names, fmt, mapping)
+    log = events[0]
+    trained_until = read_manifest(candidate)["training"].get("last_event_ms")
+    if trained_until is not None and int(log.times_ms.min()) <= trained_until:
+        raise InputError(f"the comparison events start at {int(log.times_ms.min())} ms, not after the "
+                         f"candidate's training data (up to {trained_until} ms): choose newer events "
+                         f"(--from-time {trained_until + 1})")
+    serving = os.path.realpath(link_path) if link_path.exists() else None
+    if serving is None:
+        result: dict[str, Any] = {"decision": "promoted", "why": f"nothing served at {link} yet"}
+    else:
+        found = compare(candidate, serving, log, metric=metric, progress=sys.stderr.isatty())
+        lo, hi = found["difference_interval"]
+        click.echo(f"{found['targets']} events of {found['users']} users ({names[0]}{', ...' if len(names) > 1 else ''})")
+        for name in ("serving", "candidate"):
+            m, ci = found[name], found["intervals"][name]
+            click.echo(f"  {name:<9} {found['versions'][name]:<26} HR@1 {m['hr@1']:.4f}  HR@5 {m['hr@5']:.4f} "
+                       f"[{ci['hr@5'][0]:.3f}, {ci['hr@5'][1]:.3f}]  MRR@10 {m['mrr@10']:.4f} "
+                       f"[{ci['mrr@10'][0]:.3f}, {ci['mrr@10'][1]:.3f}]")
+        click.echo(f"  candidate - serving on {metric}: {found['difference']:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+        worse = hi < 0
+        result = {"decision": "refused" if worse else "promoted",
+                  "why": f"{metric} {'worse beyond' if worse else 'not worse beyond'} the 95 % interval", **found}
+    record = {"link": str(link_path), "candidate": str(Path(candidate).resolve()), "serving": serving,
+              "decided_at_ms": int(time.time() * 1000), **result}
+    if dry_run:
+        click.echo(f"dry run: would be {result['decision']} ({result['why']})")
+        return
+    s = settings_from(config_file, broker=broker)
+    ensure_topics(s, [models_topic], partitions=1, configs={"cleanup.policy": "compact"})
+    sent = send_all(s, models_topic, [(link_path.name.encode(), json.dumps(record).encode(), record["decided_at_ms"])])
+    if sent.failed:
+        raise InputError(f"the decision could not be recorded on {models_topic} ({sent.first_error}): nothing swapped")
+    if result["decision"] == "refused":
+        click.echo(f"refused: {result['why']}; {link} still serves {serving}", err=True)
+        sys.exit(EXIT_REFUSED)
+    swap = link_path.with_name(f".{link_path.name}.promote")
+    swap.unlink(missing_ok=True)
+    swap.symlink_to(Path(candidate).resolve())
+    os.replace(swap, link_path)  # atomic: a worker sees the old target or the new one
+    click.echo(f"promoted: {link} -> {Path(candidate).resolve()} ({result['why']}); recorded on {models_topic}")
+
+
+EXIT_REFUSED = 7
+
+
+@click.command()
 @event_source_options
 @env_option("--model", "model_dir", env="CLICKSTREAM_MODEL_DIR", default=DEFAULT_MODEL_DIR, show_default=True,
             type=click.Path(file_okay=False), help="Model artifact folder.")

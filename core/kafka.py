@@ -131,8 +131,9 @@ def admin(settings: Settings) -> KafkaAdminClient:
         return KafkaAdminClient(**settings.kafka_python_config(), bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
 
 
-def ensure_topics(settings: Settings, names: Iterable[str], partitions: int | None = None) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
+def ensure_topics(settings: Settings, names: Iterable[str], partitions: int | None = None,
+                  configs: dict[str, str] | None = None) -> list[str]:
+    """Create the topics that do not exist yet (with these topic ``configs``); return the names created."""
     client = admin(settings)
     try:
         existing = set(client.list_topics())
@@ -141,7 +142,7 @@ def ensure_topics(settings: Settings, names: Iterable[str], partitions: int | No
         for name in wanted:
             try:
                 client.create_topics([NewTopic(name, partitions or settings.partitions,
-                                               settings.replication_factor)])
+                                               settings.replication_factor, topic_configs=configs or {})])
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass

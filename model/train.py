@@ -140,6 +140,7 @@ def train(paths: Sequence[str | Path], fmt: str, out: str | Path, config: TrainC
             "read": [r.summary() for r in reports], "cleaning": log.cleaning,
             "skipped": skipped_summary(log, reports),
             "users": log.n_users, "events": len(log),
+            "first_event_ms": int(log.times_ms.min()), "last_event_ms": int(log.times_ms.max()),
             "split": {"val_start_ms": split.val_start_ms, "test_start_ms": split.test_start_ms, "by": split.by,
                       "test_fraction": config.test_fraction, "val_fraction": config.val_fraction},
             "train_examples": len(train_targets), "val_examples": len(val_targets),

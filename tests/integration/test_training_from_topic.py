@@ -74,3 +74,50 @@ def test_train_and_evaluate_from_a_topic(settings: Settings, tmp_path: Path) -> 
     result = runner.invoke(cli, ["train", "--broker", settings.broker, "--from-topic", "no-such-topic",
                                  "--out", str(tmp_path / "none")])
     assert result.exit_code != 0 and "does not exist" in result.output
+
+
+def test_promote_swaps_the_serving_link_only_for_a_candidate_that_is_not_worse(settings: Settings,
+                                                                                tmp_path: Path) -> None:
+    """Two candidates trained from the topic's older clicks, judged on its newer ones: the real one is promoted
+    (the link swapped, the decision recorded), one whose ranking is Markov alone is refused (exit 7)."""
+    import dataclasses
+    import os
+    import shutil
+
+    from core.kafka import read_to_end
+    from model.artifact import read_manifest, weights_digest, write_manifest
+    from model.baselines import StoredBaselines
+
+    clicks = sample_clicks(30_000, "promote")
+    produce(settings, clicks, garbage=0)
+    times = sorted(c.event_time_ms for c in clicks)
+    cut = times[int(len(times) * 0.8)]
+    runner = CliRunner()
+    source = ["--broker", settings.broker, "--from-topic", settings.clicks_topic]
+    for name in ("first", "second"):
+        result = runner.invoke(cli, ["train", *source, "--until", str(cut), "--out", str(tmp_path / name),
+                                     "--units", "16", "--epochs", "1", "--seed", "1" if name == "first" else "2"])
+        assert result.exit_code == 0, result.output
+    markov = Path(shutil.copytree(tmp_path / "second", tmp_path / "markov"))
+    baselines = StoredBaselines.load(markov)
+    manifest = read_manifest(markov)
+    manifest["baselines_sha256"] = weights_digest(dataclasses.replace(baselines, mix={"markov": 1.0}).save(markov))
+    write_manifest(markov, manifest)
+    link = tmp_path / "serving"
+    link.symlink_to(tmp_path / "first")
+    newer = [*source, "--from-time", str(cut)]
+    models_topic = f"models-{settings.app_id}"
+    result = runner.invoke(cli, ["promote", str(markov), *newer, "--serving", str(link), "--models-topic", models_topic])
+    assert result.exit_code == 7, result.output
+    assert os.path.realpath(link) == str(tmp_path / "first")
+    result = runner.invoke(cli, ["promote", str(tmp_path / "second"), *newer, "--serving", str(link),
+                                 "--models-topic", models_topic])
+    assert result.exit_code == 0, result.output
+    assert os.path.realpath(link) == str(tmp_path / "second")
+    decisions = [json.loads(r.value) for r in read_to_end(settings, models_topic)]
+    assert [d["decision"] for d in decisions] == ["refused", "promoted"]
+    assert decisions[1]["versions"]["candidate"] == read_manifest(tmp_path / "second")["version"]
+    assert all(r.key == b"serving" for r in read_to_end(settings, models_topic))
+    # events the candidate was trained on are no fair judge
+    result = runner.invoke(cli, ["promote", str(tmp_path / "second"), *source, "--serving", str(link)])
+    assert result.exit_code == 3 and "not after the candidate's training data" in result.output
