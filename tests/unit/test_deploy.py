@@ -51,3 +51,15 @@ def test_the_image_runs_as_a_user_with_a_health_check_and_a_small_context() -> N
     assert "-c constraints.txt" in dockerfile
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".venv", ".state", "artifacts", "tests", "benchmarks"} <= set(ignored)
+
+
+def test_the_nightly_retrain_trains_before_the_day_it_is_judged_on() -> None:
+    (cronjob,) = [r for p in MANIFESTS for r in resources(p) if r["kind"] == "CronJob"]
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+    script = container["args"][0]
+    train = next(line for line in script.splitlines() if "clickstream train" in line)
+    promote = next(line for line in script.splitlines() if "clickstream promote" in line)
+    assert '--until "$cut"' in train and '--from-time "$cut"' in promote and "--serving /model/current" in promote
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid" and job["backoffLimit"] == 0
+    assert not any(m.get("readOnly") for m in container["volumeMounts"])  # it writes candidates and the link
