@@ -161,9 +161,7 @@ def compare(candidate_dir: str | Path, serving_dir: str | Path, log: EventLog, m
     n_users = int(users.max()) + 1
     counts = rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=resamples).astype(np.float64)
     n_per_resample = counts @ np.bincount(users, minlength=n_users)
-    value = {name: {"hr@1": r == 1, "hr@5": (r > 0) & (r <= 5),
-                    "mrr@10": np.where((r > 0) & (r <= 10), 1.0 / np.maximum(r, 1), 0.0)}[metric].astype(np.float64)
-             for name, r in rank_of.items()}
+    value = {name: per_target(r, metric) for name, r in rank_of.items()}
     difference = counts @ np.bincount(users, weights=value["candidate"] - value["serving"], minlength=n_users)
     difference /= n_per_resample
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
@@ -250,6 +248,13 @@ def fitted_how(baselines: StoredBaselines) -> dict[str, str]:
     }
 
 
+def per_target(rank: np.ndarray, metric: str) -> np.ndarray:
+    """Each target's share of HR@1, HR@5 or MRR@10 (their mean is the metric) from 1-based ranks (0: absent)."""
+    value = {"hr@1": rank == 1, "hr@5": (rank > 0) & (rank <= 5),
+             "mrr@10": np.where((rank > 0) & (rank <= 10), 1.0 / np.maximum(rank, 1), 0.0)}[metric]
+    return value.astype(np.float64)
+
+
 def bootstrap(rank_of: dict[str, np.ndarray], users: np.ndarray, best_baseline: str, resamples: int = 200,
               seed: int = 0, level: float = 0.95) -> dict[str, Any]:
     """Percentile intervals over users (resampled with replacement) of HR@1/HR@5/MRR@10 of every method and
@@ -261,9 +266,7 @@ def bootstrap(rank_of: dict[str, np.ndarray], users: np.ndarray, best_baseline: 
     lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
 
     def per_user(r: np.ndarray, metric: str) -> np.ndarray:
-        value = {"hr@1": (r == 1), "hr@5": (r > 0) & (r <= 5),
-                 "mrr@10": np.where((r > 0) & (r <= 10), 1.0 / np.maximum(r, 1), 0.0)}[metric]
-        return counts @ np.bincount(users, weights=value.astype(np.float64), minlength=n_users)
+        return counts @ np.bincount(users, weights=per_target(r, metric), minlength=n_users)
 
     out: dict[str, Any] = {"resamples": resamples, "level": level, "methods": {}, "lift": {}}
     for name, r in rank_of.items():
