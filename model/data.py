@@ -17,6 +17,7 @@ from core.errors import InputError
 from core.events import EVENT_TYPE_CODES, UNKNOWN
 from core.logs import ColumnMapping, ReadReport, read_log
 from core.records import Click
+from model.window import Window
 
 SESSION_GAP_MS = 30 * 60 * 1000
 
@@ -149,6 +150,15 @@ def target_positions(log: EventLog, start_ms: int | None, end_ms: int | None) ->
     if end_ms is not None:
         ok &= log.times_ms < end_ms
     return np.flatnonzero(ok)
+
+
+def target_windows(log: EventLog, targets: np.ndarray, length: int, chunk: int = 2048) -> Iterator[list[Window]]:
+    """The windows the target events are predicted from (each one's up to ``length`` earlier events of its user),
+    ``chunk`` targets at a time: what training, evaluation and promotion hand to the predictor."""
+    starts = np.maximum(user_start_of(log)[targets], targets - length)
+    for lo in range(0, len(targets), chunk):
+        yield [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
+               for a, b in zip(starts[lo: lo + chunk], targets[lo: lo + chunk])]
 
 
 def user_start_of(log: EventLog) -> np.ndarray:

@@ -15,7 +15,7 @@ from core.events import EVENT_TYPES
 from core.logs import ReadReport
 from model.artifact import read_manifest
 from model.baselines import StoredBaselines, recent_cart_score
-from model.data import EventLog, TimeSplit, load_events, purchase_labels, target_positions, user_start_of
+from model.data import EventLog, TimeSplit, load_events, purchase_labels, target_positions, target_windows, user_start_of
 from model.metrics import brier, calibration_error, classification_metrics, pr_auc, ranking_metrics, ranks, reliability, roc_auc
 from model.plots import pyplot
 
@@ -29,7 +29,6 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     ``events``: the events already read and cleaned (from a topic), ``paths`` then only naming them."""
     manifest = read_manifest(model_dir)  # a missing artifact fails here, before TensorFlow loads
     from model.predictor import Predictor
-    from model.window import Window
 
     started = time.perf_counter()
     log, _ = events if events is not None else load_events(paths, fmt, mapping)
@@ -62,18 +61,17 @@ def evaluate(model_dir: str | Path, paths: Sequence[str | Path], fmt: str, *, ma
     model_top: list[list[str]] = []
     network_top: list[list[str]] = []
     model_types, model_buy, head_buy = [], [], []
-    chunk = 2048
+    chunk, done = 2048, 0
     report_progress = _progress(len(targets), chunk, progress)
-    for lo in range(0, len(targets), chunk):
-        windows = [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
-                   for a, b in zip(starts[lo: lo + chunk], targets[lo: lo + chunk])]
+    for windows in target_windows(log, targets, n_window, chunk):
         p = predictor.predict(windows, candidates=True)
         model_top.extend([c for c, _ in row] for row in p.top_categories)
         network_top.extend([c for c, _ in row][:10] for row in p.network_top or [])
         model_types.append(p.event_type_probs)
         model_buy.append(p.purchase_probability)
         head_buy.append(p.purchase_head)
-        report_progress(lo + len(windows))
+        done += len(windows)
+        report_progress(done)
     type_probs = np.concatenate(model_types)
     buy_scores = np.concatenate(model_buy)
     head_scores = np.concatenate(head_buy)
@@ -133,7 +131,6 @@ def compare(candidate_dir: str | Path, serving_dir: str | Path, log: EventLog, m
     interval over users (resampled together: a paired comparison) of the candidate minus the serving model on
     ``metric``."""
     from model.predictor import Predictor
-    from model.window import Window
 
     if metric not in CI_METRICS:
         raise ValueError(f"metric {metric!r}: one of {', '.join(CI_METRICS)}")
@@ -141,19 +138,15 @@ def compare(candidate_dir: str | Path, serving_dir: str | Path, log: EventLog, m
     if len(targets) == 0:
         raise InputError("no events to compare on (a target needs an earlier event of the same user)")
     truth = log.category_ids[targets].tolist()
-    user_start = user_start_of(log)
     rank_of, versions = {}, {}
     for name, folder in (("serving", serving_dir), ("candidate", candidate_dir)):
         predictor = Predictor(folder, batch_sizes=(512,), lengths=(8, 16, 32), runtime=runtime)
         versions[name] = predictor.version
-        starts = np.maximum(user_start[targets], targets - predictor.window_length)
         top: list[list[str]] = []
         report_progress = _progress(len(targets), 2048, progress)
-        for lo in range(0, len(targets), 2048):
-            windows = [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
-                       for a, b in zip(starts[lo: lo + 2048], targets[lo: lo + 2048])]
+        for windows in target_windows(log, targets, predictor.window_length):
             top.extend([c for c, _ in row] for row in predictor.predict(windows).top_categories)
-            report_progress(lo + len(windows))
+            report_progress(len(top))
         rank_of[name] = ranks(top, truth)
     users = np.unique(log.user_ids[targets], return_inverse=True)[1]
     per_user = bootstrap(rank_of | {"model": rank_of["candidate"]}, users, "serving", resamples, seed, level)

@@ -16,7 +16,7 @@ from core.logs import ReadReport
 from model.artifact import FORMAT_VERSION, WEIGHTS, weights_digest, write_manifest
 from model.baselines import StoredBaselines
 from model.config import NetworkConfig, TrainConfig
-from model.data import EventLog, TimeSplit, load_events, skipped_summary, target_positions
+from model.data import EventLog, TimeSplit, load_events, skipped_summary, target_positions, target_windows
 from model.examples import LogColumns
 from model.export import write_serving
 from model.features import FeatureSpec, window_index
@@ -259,7 +259,6 @@ def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets
                        baselines: StoredBaselines, window_length: int) -> dict[str, Any]:
     """Tune the recency decay and the mix weights on validation targets; the comparison table, as metrics."""
     from model.predictor import Predictor
-    from model.window import Window
 
     starts = np.maximum(user_start[targets], targets - window_length)
     windows = [log.category_ids[a:b].tolist() for a, b in zip(starts, targets)]
@@ -268,9 +267,7 @@ def tune_on_validation(out: Path, log: EventLog, user_start: np.ndarray, targets
     predictor = Predictor(out, batch_sizes=(512,), lengths=(window_length,), candidates=True)
     network_top: list[list[tuple[str, float]]] = []
     type_probs = []
-    for lo in range(0, len(targets), 2048):
-        batch = [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
-                 for a, b in zip(starts[lo: lo + 2048], targets[lo: lo + 2048])]
+    for batch in target_windows(log, targets, window_length):
         prediction = predictor.predict(batch, candidates=True)
         assert prediction.network_top is not None
         network_top.extend(prediction.network_top)
@@ -299,15 +296,10 @@ def fit_purchase_stage(out: Path, columns: LogColumns, targets: np.ndarray, wind
     """The purchase stage (``model/purchase.py``) fit on the validation targets: the head's probabilities
     from the artifact written so far, the windows' purchase signals, whether a purchase followed."""
     from model.predictor import Predictor
-    from model.window import Window
 
-    log = columns.log
     predictor = Predictor(out, batch_sizes=(512,), lengths=(window_length,))
-    starts = np.maximum(columns.user_start[targets], targets - window_length)
     head = []
-    for lo in range(0, len(targets), 2048):
-        batch = [Window(log.category_ids[a:b], log.event_types[a:b], log.times_ms[a:b])
-                 for a, b in zip(starts[lo: lo + 2048], targets[lo: lo + 2048])]
+    for batch in target_windows(columns.log, targets, window_length):
         prediction = predictor.predict(batch)
         assert prediction.purchase_head is not None
         head.append(prediction.purchase_head)
