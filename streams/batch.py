@@ -186,7 +186,13 @@ def dead_letter(message: Message, reason: str) -> Outgoing:
 def update_windows(clicks: Sequence[Click], load: Callable[[bytes], bytes | None],
                    max_events: int) -> tuple[list[Window], dict[bytes, UserWindow]]:
     """Add each click to its user's window; return the window each click is predicted from, and the
-    changed windows by user key. A click already in the window (re-delivered) is not added twice."""
+    changed windows by user key. A click already in the window (re-delivered) is not added twice.
+
+    A click is predicted from its user's events up to and including it, in event time: what came after it
+    (a late click's successors, or the later clicks a re-delivered one has in its window by now) is left
+    out: a re-delivered click is predicted from the events it was first predicted from (less those that later
+    clicks pushed out of a full window). A click older than every event of a full window is predicted from
+    itself alone."""
     windows: dict[bytes, UserWindow] = {}
     snapshots = []
     for click in clicks:
@@ -202,7 +208,12 @@ def update_windows(clicks: Sequence[Click], load: Callable[[bytes], bytes | None
                     log.warning("window of user %r is corrupt (%s): starting a new one", click.user_id, exc)
             windows[key] = window
         window.add(click.event_id, click.category_id, click.event_type, click.event_time_ms, max_events)
-        snapshots.append(window.model_window())
+        through = window.through(click.event_id)
+        if not through:  # older than the whole full window: not kept in it
+            window = UserWindow.empty()
+            window.add(click.event_id, click.category_id, click.event_type, click.event_time_ms, max_events)
+            through = 1
+        snapshots.append(window.model_window(through))
     return snapshots, windows
 
 

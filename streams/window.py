@@ -123,10 +123,20 @@ class UserWindow:
             return int(struct.unpack_from("<q", data, _HEADER.size + 8 * (n - 1))[0])
         return base + int(struct.unpack_from("<I", data, _HEADER.size + 4 * (n - 1))[0])
 
-    def model_window(self) -> Window:
-        """The window as the predictor takes it (a copy: later edits of this window do not change it)."""
-        return Window(list(self.categories), np.asarray(self.event_types, dtype=np.int8),
-                      np.asarray(self.times_ms, dtype=np.int64))
+    def through(self, event_id: str) -> int:
+        """How many of the window's events are ``event_id``'s and those before it; 0 when it is not in the
+        window (older than every event of a full window)."""
+        try:
+            return self.checksums.index(event_checksum(event_id)) + 1
+        except ValueError:
+            return 0
+
+    def model_window(self, through: int | None = None) -> Window:
+        """The window as the predictor takes it, its first ``through`` events (all by default); a copy: later
+        edits of this window do not change it."""
+        end = len(self.times_ms) if through is None else through
+        return Window(self.categories[:end], np.asarray(self.event_types[:end], dtype=np.int8),
+                      np.asarray(self.times_ms[:end], dtype=np.int64))
 
 
 def _distinct_categories(data: bytes, at: int, version: int) -> list[str]:

@@ -230,9 +230,10 @@ def test_explained_predictions_carry_the_events_that_drove_their_top_category(
         worker.stop(signal.SIGTERM)
     windows: dict[str, UserWindow] = {}
     explained = 0
-    for c in clicks:  # each click's window as the worker had it: the user's clicks so far, newest 50
-        window = windows.setdefault(c.user_id, UserWindow.empty())
-        window.add(c.event_id, c.category_id, c.event_type, c.event_time_ms, 50)
+    for c in clicks:  # each click's window as the worker had it: the user's clicks up to it, newest 50
+        stored = windows.setdefault(c.user_id, UserWindow.empty())
+        stored.add(c.event_id, c.category_id, c.event_type, c.event_time_ms, 50)
+        window = stored.model_window(stored.through(c.event_id))
         (p,) = found[c.event_id]
         top = p.top_categories[0][0]
         assert p.drivers is not None, "with explain_predictions every prediction carries its drivers"

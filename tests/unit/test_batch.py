@@ -95,9 +95,9 @@ def test_a_batch_becomes_predictions_dead_letters_rekeys_and_window_writes() -> 
                 keyed(click("d", user="w", category="q"), 5)]
     result, processor = run(messages, store)
     predictions = [PREDICTION.decode(p.value) for p in result.predictions]
-    # every valid keyed click is predicted, in order, from the window that includes it
+    # every valid keyed click is predicted, in order, from its user's events up to it (a re-delivered one too)
     assert [(p.event_id, p.top_categories[0][0], p.window_length) for p in predictions] == [
-        ("a", "x", 1), ("b", "y", 2), ("a", "y", 2), ("d", "q", 1)]
+        ("a", "x", 1), ("b", "y", 2), ("a", "x", 1), ("d", "q", 1)]
     assert all(p.model_version == "v1" and p.timing is not None and p.timing.batch_size == 4 for p in predictions)
     assert abs(sum(predictions[0].next_event_type.values()) - 1) < 1e-6 and "unknown" not in predictions[0].next_event_type
     assert [p.key for p in result.predictions] == [b"u", b"u", b"u", b"w"]
@@ -188,8 +188,8 @@ def test_every_message_is_accounted_for_whatever_arrives(items: list) -> None:
     try:
         result, _ = run(messages, {})
     except SystemicFailure:
-        # only when every window the predictor saw ends in a poison click (a re-delivered click, same event
-        # id, leaves its user's window as it was)
+        # only when every window the predictor saw ends in a poison click (a re-delivered event id's window
+        # ends in the category first stored for it)
         decoded = [check_click(m.value, CLICK, NOW_MS)[0] for m in messages]
         predicted = [c for c, m in zip(decoded, messages) if c is not None and c.key == m.key]
         assert predicted and any(c.category_id == "poison" for c in predicted)

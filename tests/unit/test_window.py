@@ -89,13 +89,26 @@ def test_update_windows_snapshots_each_click_and_skips_redelivered_ones() -> Non
               make(event_id="a", category_id="x", event_time_ms=NOW_MS),  # re-delivered
               make(event_id="c", user_id="v", category_id="z")]
     snapshots, windows = update_windows(clicks, store.get, max_events=50)
-    assert [list(s.categories) for s in snapshots] == [["x"], ["x", "y"], ["x", "y"], ["z"]]
+    # each click is predicted from its user's events up to and including it: the re-delivered one as at first
+    assert [list(s.categories) for s in snapshots] == [["x"], ["x", "y"], ["x"], ["z"]]
     assert windows[b"u"].categories == ["x", "y"] and windows[b"v"].categories == ["z"]
     # a stored window is continued; a corrupt one is replaced by a fresh one
     store = {b"u": windows[b"u"].pack(), b"v": b"\x07garbage"}
     snapshots, windows = update_windows([make(event_id="d", category_id="w", event_time_ms=NOW_MS + 5),
                                          make(event_id="e", user_id="v")], store.get, max_events=50)
     assert list(snapshots[0].categories) == ["x", "y", "w"] and list(snapshots[1].categories) == ["c"]
+
+
+def test_a_late_click_is_predicted_from_what_came_before_it() -> None:
+    store = {b"u": None}
+    clicks = [make(event_id="a", category_id="x", event_time_ms=NOW_MS),
+              make(event_id="b", category_id="y", event_time_ms=NOW_MS + 10),
+              make(event_id="c", category_id="z", event_time_ms=NOW_MS + 5),  # late: between a and b
+              make(event_id="d", category_id="w", event_time_ms=NOW_MS - 10)]  # older than a full window
+    snapshots, windows = update_windows(clicks, store.get, max_events=3)
+    assert [list(s.categories) for s in snapshots] == [["x"], ["x", "y"], ["x", "z"], ["w"]]
+    assert [list(s.times_ms) for s in snapshots][2:] == [[NOW_MS, NOW_MS + 5], [NOW_MS - 10]]
+    assert windows[b"u"].categories == ["x", "z", "y"]  # the too-old click is not kept
 
 
 def test_idle_windows_expire_by_event_time() -> None:
