@@ -32,13 +32,15 @@ from core.settings import Settings
 @env_option("--partitions", env="CLICKSTREAM_PARTITIONS", type=int,
             help="Partitions of each topic created (default 4).")
 def topics(config_file: str | None, broker: str | None, partitions: int | None) -> None:
-    """Create the clicks, predictions, dead-letter, category-demand and audiences topics (existing ones are
-    left alone)."""
+    """Create the clicks, predictions, dead-letter, category-demand, audiences and forget topics (existing ones are
+    left alone). The predictions, dead-letter, audiences and forget topics keep records for CLICKSTREAM_RETENTION_DAYS
+    (7 days by default)."""
     from core.kafka import ensure_topics
 
     s = settings_from(config_file, broker=broker, partitions=partitions)
-    names = [s.clicks_topic, s.predictions_topic, s.dead_letter_topic, s.demand_topic, s.audiences_topic]
-    created = ensure_topics(s, names)
+    names = [s.clicks_topic, s.demand_topic, *s.aging_topics]
+    created = ensure_topics(s, [s.clicks_topic, s.demand_topic]) + ensure_topics(s, s.aging_topics,
+                                                                                 configs=s.retention_configs())
     for name in names:
         click.echo(f"{name}: {'created' if name in created else 'exists'}")
 
@@ -60,8 +62,10 @@ def _progress(items: Iterable[Any], total: int | None, desc: str, quiet: bool) -
 
 def _send(s: Settings, topic: str, clicks: Iterable[Click], due_s: Any, total: int | None,
           quiet: bool, desc: str, checkpoint: Checkpoint | None = None, start_at: int = 0) -> None:
-    """Send clicks; with a checkpoint, record how many are delivered (a rerun resumes after them)."""
+    """Send clicks, but those of forgotten users (core/privacy.py); with a checkpoint, record how many are
+    delivered (a rerun resumes after them, or a little before when users were forgotten meanwhile)."""
     from core.kafka import ensure_topics, send_all
+    from core.privacy import ForgottenFilter, read_forgotten
 
     progress = {"delivered": 0, "saved_at": 0.0}
 
@@ -72,6 +76,9 @@ def _send(s: Settings, topic: str, clicks: Iterable[Click], due_s: Any, total: i
             progress["saved_at"] = time.monotonic()
 
     ensure_topics(s, [topic])
+    forgotten = ForgottenFilter(read_forgotten(s))
+    if forgotten.forgotten:
+        clicks = (c for c in clicks if forgotten.keeps(c.key, c.event_time_ms))
     try:
         stats = send_all(s, topic, _progress(_encoded(s, clicks), total, desc, quiet), due_s=due_s,
                          on_delivered=delivered)
@@ -79,6 +86,8 @@ def _send(s: Settings, topic: str, clicks: Iterable[Click], due_s: Any, total: i
         if checkpoint is not None:
             checkpoint.save(start_at + int(progress["delivered"]))
     click.echo(f"{desc}: {stats.sent} clicks to {topic} in {stats.elapsed_s:.2f}s ({stats.rate:,.0f}/s)", err=True)
+    if forgotten.dropped:
+        click.echo(f"{desc}: {forgotten.dropped} clicks of forgotten users left out ({s.forgotten_topic})", err=True)
     if stats.retried:
         click.echo(f"{desc}: {stats.retried} clicks were sent again after retriable errors", err=True)
     if stats.failed:

@@ -13,6 +13,7 @@ import click
 from cli.derived_commands import audience, demand
 from cli.kafka_commands import produce, replay, subscribe, topics
 from cli.model_commands import evaluate, explain, export_serving, promote, train
+from cli.privacy_commands import forget
 from cli.worker_commands import intent
 from core.errors import ClickstreamError
 from core.log_throttle import throttle_repeats
@@ -45,7 +46,7 @@ def main() -> None:
 
 
 for command in (topics, produce, subscribe, replay, train, evaluate, promote, export_serving, explain, intent, demand,
-                audience):
+                audience, forget):
     main.add_command(command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,7 @@ worker would dead-letter is skipped and counted here), one click at a time.
 The topic is read up to its end as it is when the read starts; ``--since`` / ``--from-time`` seek each partition
 to the first record whose timestamp is at or after the start (the replay and the producers of this project set
 it to the event time; a producer's own send time is never earlier than the event), then every click is kept or
-left by its event time.
+left by its event time. Clicks of forgotten users (core/privacy.py) are left out.
 """
 from __future__ import annotations
 
@@ -51,9 +51,11 @@ def clicks_from_topic(settings: Settings, topic: str, report: ReadReport, *, sta
     from tqdm import tqdm
 
     from core.kafka import consumer_at
+    from core.privacy import ForgottenFilter, read_forgotten
     from schemas.codec import RecordCodec
     from streams.batch import check_click
 
+    forgotten = ForgottenFilter(read_forgotten(settings))
     consumer = consumer_at(settings, topic, from_beginning=True, max_partition_fetch_bytes=4 << 20)
     try:
         assigned: list[TopicPartition] = sorted(consumer.assignment(), key=lambda tp: tp.partition)
@@ -81,7 +83,8 @@ def clicks_from_topic(settings: Settings, topic: str, report: ReadReport, *, sta
                         report.add_bad(record.offset, f"partition {tp.partition}: {reason}")
                     elif (start_ms is None or click.event_time_ms >= start_ms) and \
                             (end_ms is None or click.event_time_ms < end_ms):
-                        yield click
+                        if forgotten.keeps(click.key, click.event_time_ms):
+                            yield click
                     else:
                         outside += 1
                 bar.update(sum(1 for r in records if r.offset < ends[tp]))
@@ -91,6 +94,8 @@ def clicks_from_topic(settings: Settings, topic: str, report: ReadReport, *, sta
         bar.close()
         if outside:
             report.source += f" ({outside} valid clicks outside the time range left out)"
+        if forgotten.dropped:
+            report.source += f" ({forgotten.dropped} clicks of forgotten users left out)"
     finally:
         consumer.close()
     if report.rows == 0:

@@ -72,6 +72,12 @@ CLICKSTREAM_AUDIENCE_THRESHOLD  a user enters when purchase probability >= this 
 CLICKSTREAM_AUDIENCE_REARM_THRESHOLD  and may enter again only after it fell below this (0.1)
 CLICKSTREAM_AUDIENCE_SESSION_GAP_S  clicks without a session id: an event-time gap this long starts a new
                            session (1800)
+CLICKSTREAM_FORGET_TOPIC   topic of forget requests, keyed by user id (``forget``; ``clickstream forget``)
+CLICKSTREAM_FORGOTTEN_TOPIC  compacted topic of the forgotten users (``forgotten-users``)
+CLICKSTREAM_RETENTION_DAYS  what the worker derives about a user is gone this long after it was written or the user
+                           forgotten: the retention of the predictions, audiences, dead-letter and forget topics
+                           the worker or ``clickstream topics`` creates, and the longest a deleted window or
+                           audience state waits for compaction in their changelogs (7; 0: the broker's defaults)
 =========================  =====================================================================
 """
 from __future__ import annotations
@@ -157,6 +163,9 @@ class Settings:
     audience_threshold: float = 0.3
     audience_rearm_threshold: float = 0.1
     audience_session_gap_s: int = 1800
+    forget_topic: str = "forget"
+    forgotten_topic: str = "forgotten-users"
+    retention_days: float = 7.0
 
     def __post_init__(self) -> None:
         for name in ("partitions", "replication_factor", "batch_max", "top_k", "inference_threads",
@@ -170,11 +179,21 @@ class Settings:
             raise ConfigError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
         if not self.demand_windows_s or min(self.demand_windows_s) < 1:
             raise ConfigError(f"demand_windows_s must be positive window sizes in seconds, got {self.demand_windows_s}")
+        if self.retention_days < 0:
+            raise ConfigError(f"retention_days must be >= 0, got {self.retention_days}")
         if self.demand_grace_s < 0 or self.audience_session_gap_s < 1:
             raise ConfigError("demand_grace_s must be >= 0 and audience_session_gap_s >= 1")
         if not 0.0 <= self.audience_rearm_threshold <= self.audience_threshold <= 1.0:
             raise ConfigError("audience thresholds must satisfy 0 <= audience_rearm_threshold <= audience_threshold "
                               f"<= 1, got {self.audience_rearm_threshold} and {self.audience_threshold}")
+
+    def retention_configs(self) -> dict[str, str]:
+        """Topic settings of the topics that age out (``retention_days``)."""
+        return {"retention.ms": str(int(self.retention_days * 86_400_000))} if self.retention_days else {}
+
+    def changelog_configs(self) -> dict[str, str]:
+        """Topic settings of the changelogs holding users' state: a deleted value is compacted away in time."""
+        return {"max.compaction.lag.ms": str(int(self.retention_days * 86_400_000))} if self.retention_days else {}
 
     def codec_options(self) -> dict[str, Any]:
         """How :class:`schemas.codec.RecordCodec` writes and reads messages under these settings."""
@@ -186,14 +205,19 @@ class Settings:
         return f"{self.app_id}-clicks-rekeyed"
 
     @property
+    def aging_topics(self) -> list[str]:
+        """Topics that hold what users did or what the worker derived of them, and age out (``retention_days``)."""
+        return [self.predictions_topic, self.dead_letter_topic, self.audiences_topic, self.forget_topic]
+
+    @property
     def worker_state_dir(self) -> Path:
         """The worker's RocksDB tables: a folder per app id, so that another app id never reads them."""
         return Path(self.state_dir) / self.app_id
 
     @property
     def changelog_topics(self) -> list[str]:
-        """Changelogs of every table of the worker (windows, audience gates)."""
-        return [self.changelog_topic, f"{self.app_id}-user_to_audience-changelog"]
+        """Changelogs of every table of the worker (windows, audience gates, forgotten users)."""
+        return [self.changelog_topic, f"{self.app_id}-user_to_audience-changelog", self.forgotten_topic]
 
     @property
     def changelog_topic(self) -> str:

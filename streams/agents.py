@@ -1,11 +1,12 @@
 """The agent ``predict_next_intent``: glue between Faust and the inference engine (streams/inference.py).
 
 Per micro-batch: sort the messages on arrival (streams/ledger.py: holes read from the log, offsets handled
-already dropped), hand them to the engine with their users' stored windows, then store the changed windows and
-send dead letters, rekeyed clicks, predictions, demand and audiences through the app's producer. One batch is in
-the engine while the agent reads the next; batches are delivered in order. The worker commits what it delivered
-itself, once the producer has flushed it, every second and before its partitions are revoked. A failure that no
-message can be blamed for stops the worker process uncommitted, so that a restart reads the batch again (at
+already dropped), hand them to the engine with their users' stored windows and forgotten-users records, then
+store the forgotten-users records and the changed (or deleted) windows and send dead letters, rekeyed clicks,
+predictions, demand and audiences through the app's producer. One batch is in the engine while the agent reads
+the next; batches are delivered in order. The worker commits what it delivered itself, once the producer has
+flushed it, every second and before its partitions are revoked. A failure that no message can be blamed for
+stops the worker process uncommitted, so that a restart reads the batch again (at
 least once, never silently lost).
 """
 from __future__ import annotations
@@ -31,7 +32,14 @@ from streams.inference import ChildConfig, Inference
 from streams.ledger import Ledger
 from streams.runtime import Runtime
 from streams.state import record_owner
-from streams.topics import click_sources, dead_letter_topic, predictions_topic, rekeyed_clicks_topic, user_to_window
+from streams.topics import (
+    click_sources,
+    dead_letter_topic,
+    predictions_topic,
+    rekeyed_clicks_topic,
+    user_forgotten,
+    user_to_window,
+)
 from streams.watchdog import ProgressWatch
 
 log = logging.getLogger(__name__)
@@ -179,6 +187,9 @@ async def start_where_committed(sender: Any, assigned: set[Any], **kwargs: Any) 
 async def deliver(messages: list[Message], sources: list[Any], result: BatchResult, started: float) -> None:
     """Store a handled batch's windows and hand everything it made to the producer."""
     sending = time.monotonic()
+    await write_table(user_forgotten, app.producer,
+                      [TableWrite(key, record, sources[index])
+                       for key, (record, index) in result.forgotten_writes.items()], stop_uncommitted)
     await write_table(user_to_window, app.producer,
                       [TableWrite(key, packed, sources[index])
                        for key, (packed, index) in result.window_writes.items()], stop_uncommitted)
@@ -204,7 +215,7 @@ async def start_engine(first: bool = True) -> Inference:
                          DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
                          settings.schema_id_click, settings.schema_id_prediction, settings.codec_options(),
                          derived.config, settings.predictor_factory, settings.runtime,
-                         warm=settings.predictor_warm if first else "all")
+                         warm=settings.predictor_warm if first else "all", forget_topic=settings.forget_topic)
     engine = await Inference(config, in_process=in_process).ready()
     log.info("model %s loaded from %s in the inference %s (%s runtime); serving after %.1fs of warm-up, %d of %d "
              "shapes warmed (compiled)", engine.version, settings.model_dir, "thread" if in_process else "process",
@@ -254,6 +265,8 @@ async def predict(stream: Any) -> None:
         counters.predictions += len(result.predictions)
         counters.dead_letters += len(result.dead_letters)
         counters.rekeyed += len(result.rekeyed)
+        counters.forget_requests += len(result.forgotten_writes)
+        counters.dropped_forgotten += result.dropped_forgotten
         counters.batches += 1
         return result
 
@@ -282,9 +295,12 @@ async def predict(stream: Any) -> None:
                     # in flight has written its own (the engine forgets what it wrote when the generation changes)
                     stream_time_ms = max(stream_time_ms, (await last).newest_event_ms)
                     last = None
+                keys = {m.key for m in messages if m.key is not None}
                 get = user_to_window.get  # each user's stored window read once, as update_windows does
-                stored = {key: get(key) for key in {m.key for m in messages} if key is not None}
-                reply = runtime.predictor.batch(messages, stored, generation, derived.take_reassignment())
+                stored = {key: get(key) for key in keys}
+                get = user_forgotten.get
+                forgotten = {key: record for key in keys if (record := get(key)) is not None}
+                reply = runtime.predictor.batch(messages, stored, forgotten, generation, derived.take_reassignment())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -475,6 +491,12 @@ def observe(messages: list[Message], result: BatchResult, started: float, sendin
     metrics.clicks.inc(len(messages))
     metrics.predictions.inc(len(result.predictions))
     metrics.rekeyed.inc(len(result.rekeyed))
+    if result.forgotten_writes or result.dropped_forgotten:
+        metrics.forgotten_users.inc(len(result.forgotten_now))
+        metrics.dropped_forgotten.inc(result.dropped_forgotten)
+        if result.forgotten_now:
+            log.info("forgot %d users: windows and audience states deleted, recorded on %s",
+                     len(result.forgotten_now), settings.forgotten_topic)
     for out in result.dead_letters:
         metrics.dead_letters.labels(metrics.reason_label(dict(out.headers)["reason"].decode())).inc()
     metrics.batch_size.observe(len(messages))

@@ -86,9 +86,10 @@ def check_before_joining() -> None:
 
     try:
         read_manifest(settings.model_dir)
-        ensure_topics(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.predictions_topic,
-                                 settings.dead_letter_topic, settings.demand_topic, settings.audiences_topic])
-        check_co_partitioned(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.changelog_topic])
+        ensure_topics(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.demand_topic])
+        ensure_topics(settings, settings.aging_topics, configs=settings.retention_configs())
+        check_co_partitioned(settings, [settings.clicks_topic, settings.rekeyed_topic, settings.forget_topic,
+                                        settings.changelog_topic, settings.forgotten_topic])
         check_owner(settings)
     except ClickstreamError as exc:
         # the worker has redirected sys.stderr into its log by now: write to the real stderr

@@ -1,10 +1,12 @@
-"""The worker's per-batch logic, free of Faust: messages in -> predictions, dead letters, rekeys, window writes.
+"""The worker's per-batch logic, free of Faust: messages in -> predictions, dead letters, rekeys, window writes,
+and forget requests handled (core/privacy.py).
 
 The agent (``streams/agents.py``) is glue around :meth:`BatchProcessor.process`: it hands over the consumed
 messages, a way to read stored windows and a way to run the predictor off the event loop, then sends and
-stores what comes back. Every message of a batch ends up in exactly one place: a prediction, a dead letter
-(with its reason) or the rekeyed topic. A failure that cannot be pinned on particular messages raises
-:class:`SystemicFailure`, and the worker stops without committing the batch (``streams/agents.py``).
+stores what comes back. Every click of a batch ends up in exactly one place: a prediction, a dead letter
+(with its reason), the rekeyed topic, or nowhere when its user is forgotten. A failure that cannot be pinned on
+particular messages raises :class:`SystemicFailure`, and the worker stops without committing the batch
+(``streams/agents.py``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.errors import DecodeError
+from core.privacy import ForgetRequest, Forgotten
 from core.records import Click, Driver, Prediction, Timing
 from model.window import Window
 from schemas.codec import RecordCodec
@@ -65,7 +68,13 @@ class BatchResult:
     predictions: list[Outgoing] = dataclasses.field(default_factory=list)
     dead_letters: list[Outgoing] = dataclasses.field(default_factory=list)
     rekeyed: list[Outgoing] = dataclasses.field(default_factory=list)
-    window_writes: dict[bytes, tuple[bytes, int]] = dataclasses.field(default_factory=dict)
+    window_writes: dict[bytes, tuple[bytes | None, int]] = dataclasses.field(default_factory=dict)  # None: delete
+    # forget requests (core/privacy.py): each requested user's new forgotten-users record, the users forgotten by
+    # this batch (their window and audience state are deleted) with their request's message index, and the clicks
+    # of forgotten users dropped
+    forgotten_writes: dict[bytes, tuple[bytes, int]] = dataclasses.field(default_factory=dict)
+    forgotten_now: dict[bytes, int] = dataclasses.field(default_factory=dict)
+    dropped_forgotten: int = 0
     made: list[tuple[Click, Prediction, int]] = dataclasses.field(default_factory=list)  # and message index
     derived: Any = None  # streams.deriving.Derivation, made by the inference engine (streams/inference.py)
     newest_event_ms: int = 0
@@ -81,6 +90,8 @@ class Counters:
     rekeyed: int = 0
     batches: int = 0
     expired: int = 0
+    forget_requests: int = 0
+    dropped_forgotten: int = 0  # clicks of forgotten users
 
 
 class BatchPredictionLike(Protocol):
@@ -261,31 +272,46 @@ class BatchProcessor:
     and the stream time (the newest event time seen, against which idle windows expire)."""
 
     def __init__(self, *, click_codec: RecordCodec[Click], prediction_codec: RecordCodec[Prediction],
-                 window_length: int, model_version: str, clock: Callable[[], float] = time.time) -> None:
+                 window_length: int, model_version: str, clock: Callable[[], float] = time.time,
+                 forget_topic: str | None = None) -> None:
         self.click_codec, self.prediction_codec = click_codec, prediction_codec
+        self.forget_topic = forget_topic  # its messages are forget requests, not clicks
         self.window_length, self.model_version = window_length, model_version
         self.clock = clock
         self.counters = Counters()
         self.stream_time_ms = 0
 
     async def process(self, messages: Sequence[Message], load: Callable[[bytes], bytes | None],
-                      infer: Infer) -> BatchResult:
+                      infer: Infer, forgotten: Callable[[bytes], bytes | None] = lambda key: None) -> BatchResult:
         """Validate, update windows, predict (``infer`` runs :func:`predict_isolating` off the event loop): the
         two halves below, which the inference engine (streams/inference.py) calls around its own predictor."""
-        prepared = self.prepare(messages, load)
+        prepared = self.prepare(messages, load, forgotten)
         pieces, failed = await infer(prepared.snapshots) if prepared.snapshots else ([], {})
         return self.complete(prepared, pieces, failed)
 
-    def prepare(self, messages: Sequence[Message], load: Callable[[bytes], bytes | None]) -> Prepared:
-        """Decode and check the messages, update the windows: dead letters, rekeys and window writes are
-        final here; the predictions wait for the predictor's answer on ``snapshots`` (:meth:`complete`)."""
+    def prepare(self, messages: Sequence[Message], load: Callable[[bytes], bytes | None],
+                forgotten: Callable[[bytes], bytes | None] = lambda key: None) -> Prepared:
+        """Decode and check the messages, apply the forget requests, update the windows: dead letters, rekeys,
+        forgotten-users records and window writes are final here; the predictions wait for the predictor's answer
+        on ``snapshots`` (:meth:`complete`). ``forgotten`` reads a user's stored forgotten-users record.
+
+        A batch's forget requests take effect before its clicks (the two topics are not ordered with each other):
+        a user forgotten by this batch has no click of it predicted, and the window and audience state it had are
+        deleted; a click of a forgotten user is dropped unless its user was readmitted before its event time."""
         started = time.monotonic()
         now_ms = int(self.clock() * 1000)
         result = BatchResult()
-        self.counters.clicks += len(messages)
         clicks: list[Click] = []
         sources: list[int] = []  # index of each click's message
+        requests: list[tuple[ForgetRequest, int]] = []
         for i, message in enumerate(messages):
+            if message.topic == self.forget_topic:
+                try:
+                    requests.append((ForgetRequest.parse(message.key, message.value), i))
+                except DecodeError as exc:
+                    result.dead_letters.append(dead_letter(message, f"undecodable: {exc}"))
+                continue
+            self.counters.clicks += 1
             click, reason = check_click(message.value, self.click_codec, now_ms)
             if click is None:
                 result.dead_letters.append(dead_letter(message, reason or "invalid"))
@@ -297,11 +323,20 @@ class BatchProcessor:
                 continue
             clicks.append(click)
             sources.append(i)
+        records = self.forget(requests, {click.key for click in clicks}, forgotten, now_ms, result)
+        if records:
+            kept = [(click, i) for click, i in zip(clicks, sources)
+                    if (record := records.get(click.key)) is None or record.keeps(click.event_time_ms)]
+            result.dropped_forgotten = len(clicks) - len(kept)
+            self.counters.dropped_forgotten += result.dropped_forgotten
+            clicks, sources = [c for c, _ in kept], [i for _, i in kept]
+            erased = result.forgotten_now
+            load = (lambda key, stored=load: None if key in erased else stored(key)) if erased else load
         snapshots: list[Window] = []
         if clicks:
             snapshots, windows = update_windows(clicks, load, self.window_length)
             newest_message = {click.key: i for click, i in zip(clicks, sources)}
-            result.window_writes = {key: (w.pack(), newest_message[key]) for key, w in windows.items()}
+            result.window_writes.update((key, (w.pack(), newest_message[key])) for key, w in windows.items())
             result.newest_event_ms = max(w.newest_ms for w in windows.values())
             self.stream_time_ms = max(self.stream_time_ms, result.newest_event_ms)
         result.window_s = time.monotonic() - started
@@ -309,6 +344,39 @@ class BatchProcessor:
         self.counters.rekeyed += len(result.rekeyed)
         return Prepared(messages, result, clicks, sources, snapshots, self.model_version, started,
                         started + result.window_s)
+
+    def forget(self, requests: Sequence[tuple[ForgetRequest, int]], click_keys: Iterable[bytes],
+               forgotten: Callable[[bytes], bytes | None], now_ms: int, result: BatchResult) -> dict[bytes, Forgotten]:
+        """Apply a batch's forget requests, in order, to ``result`` (the new forgotten-users records; the users
+        forgotten, whose window is deleted); return the forgotten-users record of every user of the requests and
+        of ``click_keys`` that has one."""
+        records: dict[bytes, Forgotten | None] = {}
+
+        def record_of(key: bytes) -> Forgotten | None:
+            if key not in records:
+                stored = forgotten(key)
+                try:
+                    records[key] = Forgotten.unpack(stored) if stored is not None else None
+                except DecodeError as exc:  # kept forgotten: a corrupt record never readmits anyone
+                    log.warning("forgotten-users record of %r is corrupt (%s): the user stays forgotten", key, exc)
+                    records[key] = Forgotten(0)
+            return records[key]
+
+        for request, i in requests:
+            key = request.key
+            record = Forgotten.after(record_of(key), request, now_ms)
+            if record is None:
+                log.info("readmission of user %r, who is not forgotten: nothing to do", request.user_id)
+                continue
+            records[key] = record
+            result.forgotten_writes[key] = (record.pack(), i)
+            if not request.readmit:
+                result.forgotten_now[key] = i
+                result.window_writes[key] = (None, i)
+        self.counters.forget_requests += len(requests)
+        for key in click_keys:
+            record_of(key)
+        return {key: record for key, record in records.items() if record is not None}
 
     def complete(self, prepared: Prepared, pieces: Sequence[Piece], failed: dict[int, str]) -> BatchResult:
         """The batch's result with its predictions, given what the predictor made of ``prepared.snapshots``

@@ -32,7 +32,7 @@ audiences_topic = app.topic(settings.audiences_topic, **_raw)
 # Written only when a user's gate changes (an entry, a re-arming), so it adds few changelog records.
 user_to_audience = app.Table(
     "user_to_audience", default=None, use_partitioner=True, partitions=settings.partitions,
-    key_type=bytes, value_type=bytes, options={"driver": "rocksdict"},
+    key_type=bytes, value_type=bytes, options={"driver": "rocksdict"}, extra_topic_configs=settings.changelog_configs(),
 )
 
 

@@ -39,8 +39,8 @@ class DerivingConfig:
 
 @dataclasses.dataclass
 class Derivation:
-    """What one batch derived. ``audience_writes`` maps a user key to the packed state and the index of the
-    message its table write is filed under; the counters are the totals after this batch."""
+    """What one batch derived. ``audience_writes`` maps a user key to the packed state (None: deleted, the user is
+    forgotten) and the index of the message its table write is filed under; the counters are the totals after this batch."""
 
     demand: list[Outgoing] = dataclasses.field(default_factory=list)
     demand_complete: int = 0
@@ -48,7 +48,7 @@ class Derivation:
     demand_open_windows: int = 0
     audiences: list[Outgoing] = dataclasses.field(default_factory=list)
     audiences_resent: int = 0
-    audience_writes: dict[bytes, tuple[bytes, int]] = dataclasses.field(default_factory=dict)
+    audience_writes: dict[bytes, tuple[bytes | None, int]] = dataclasses.field(default_factory=dict)  # None: delete
     demand_counters: DemandCounters | None = None  # None: demand is off
     audience_counters: AudienceCounters | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)  # for the worker's log
@@ -105,6 +105,10 @@ class Deriving:
         out = Derivation()
         if reassignment is not None:
             self.reassign(reassignment, out.warnings)
+        if self.gate is not None:  # users forgotten by this batch: their audience state is deleted
+            for key, index in result.forgotten_now.items():
+                self.gate.states.pop(key, None)
+                out.audience_writes[key] = (None, index)
         if self.demand is not None and result.made:
             late = self.demand.counters.late
             self.demand.add((messages[i].partition, p) for _, p, i in result.made)
@@ -121,7 +125,7 @@ class Deriving:
 
             resent = self.gate.counters.resent
             decided = self.gate.process(result.made, times_of)
-            out.audience_writes = {key: (state.pack(), index) for key, (state, index) in decided.writes.items()}
+            out.audience_writes.update((key, (state.pack(), index)) for key, (state, index) in decided.writes.items())
             out.audiences = [Outgoing(e.key, self.audience_codec.encode(e)) for e in decided.entries]
             out.audiences_resent = self.gate.counters.resent - resent
         if self.demand is not None:

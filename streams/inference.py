@@ -8,12 +8,13 @@ predictions and derives category demand and audiences; the worker keeps what nee
 and audience states, the holes, table writes, sends and commits). In the process, the event loop's thread reads
 the next batch while the child works on one.
 
-A batch's request holds its messages, the stored windows of their keys and a new assignment if one came before
-it; the engine prefers the windows it wrote itself in its last two batches (their table writes may still be on
-the way), and forgets them when the consumer group's generation changes (a rebalance may have moved users). An
-engine that dies ends the worker through the failed batch. When a new model's engine takes over, it adopts the
-open demand windows and audience gates of the one before. The predictor is built by name
-(``CLICKSTREAM_PREDICTOR_FACTORY``), so that a wrapped or fault-injecting predictor runs in either mode.
+A batch's request holds its messages, the stored windows and forgotten-users records of their keys and a new
+assignment if one came before it; the engine prefers the table values it wrote itself in its last two batches
+(their table writes may still be on the way), and forgets them when the consumer group's generation changes (a
+rebalance may have moved users). An engine that dies ends the worker through the failed batch. When a new
+model's engine takes over, it adopts the open demand windows and audience gates of the one before. The predictor
+is built by name (``CLICKSTREAM_PREDICTOR_FACTORY``), so that a wrapped or fault-injecting predictor runs in
+either mode.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class ChildConfig:
     # "first": serve once one shape is traced, compile the others one after a batch each (as the worker does in
     # its own process); "all": every shape compiled before the child is ready (a model rolled out later)
     warm: str = "all"
+    forget_topic: str | None = None  # its messages are forget requests (core/privacy.py)
 
 
 def predictor_factory(name: str) -> Any:
@@ -97,7 +99,7 @@ def serve(conn: Any, config: ChildConfig) -> None:
         processor = BatchProcessor(
             click_codec=RecordCodec(Click, config.click_schema_id, **config.codec_options),
             prediction_codec=RecordCodec(Prediction, config.prediction_schema_id, **config.codec_options),
-            window_length=predictor.window_length, model_version=predictor.version)
+            window_length=predictor.window_length, model_version=predictor.version, forget_topic=config.forget_topic)
         deriving = Deriving(config.deriving)
     except ModelError as exc:  # a broken artifact: refused, the serving model kept (streams/agents.py)
         conn.send(("refused", str(exc)))
@@ -127,7 +129,9 @@ def _answer(conn: Any, predictor: Any, processor: Any, deriving: Deriving) -> No
     from streams.batch import predict_isolating
 
     to_compile = predictor.shapes_to_compile()
-    recent: list[dict[bytes, bytes]] = [{}, {}]  # windows written by the last two batches, newest first
+    # windows and forgotten-users records written by the last two batches, newest first
+    recent: list[dict[bytes, bytes | None]] = [{}, {}]
+    recent_forgotten: list[dict[bytes, bytes]] = [{}, {}]
     generation = None
     while True:
         try:
@@ -136,15 +140,18 @@ def _answer(conn: Any, predictor: Any, processor: Any, deriving: Deriving) -> No
             return
         kind = request[0]
         if kind == "batch":
-            _, raw, stored, group_generation, reassignment = request
+            _, raw, stored, forgotten, group_generation, reassignment = request
             if group_generation != generation:
-                recent, generation = [{}, {}], group_generation
+                recent, recent_forgotten, generation = [{}, {}], [{}, {}], group_generation
             messages = [Message(*m) for m in raw]
-            prepared = processor.prepare(messages, functools.partial(_newest, recent, stored))
+            prepared = processor.prepare(messages, functools.partial(_newest, recent, stored),
+                                         functools.partial(_newest, recent_forgotten, forgotten))
             pieces, failed = (predict_isolating(predictor.predict, prepared.snapshots) if prepared.snapshots
                               else ([], {}))
             result = processor.complete(prepared, pieces, failed)
             recent = [{key: packed for key, (packed, _) in result.window_writes.items()}, recent[0]]
+            recent_forgotten = [{key: packed for key, (packed, _) in result.forgotten_writes.items()},
+                                recent_forgotten[0]]
             result.derived = deriving.derive(messages, result, processor.window_length, reassignment)
             result.made = []  # used up here: not sent back
             conn.send(result)
@@ -166,8 +173,9 @@ def _answer(conn: Any, predictor: Any, processor: Any, deriving: Deriving) -> No
                 gc.freeze()
 
 
-def _newest(recent: list[dict[bytes, bytes]], stored: dict[bytes, bytes | None], key: bytes) -> bytes | None:
-    """A user's window: the child's own newest write of it, else the stored one the worker read."""
+def _newest(recent: list[dict[bytes, Any]], stored: dict[bytes, bytes | None], key: bytes) -> bytes | None:
+    """A user's table value: the child's own newest write of it (None: deleted), else the stored one the worker
+    read."""
     for cache in recent:
         if key in cache:
             return cache[key]
@@ -254,12 +262,12 @@ class Inference:
             raise RuntimeError(f"the inference engine failed: {reply.reason}")
         return reply
 
-    def batch(self, messages: list[Message], stored: dict[bytes, bytes | None], generation: int,
-              reassignment: Reassignment | None) -> asyncio.Future[Any]:
-        """Start one batch; the future gives its :class:`~streams.batch.BatchResult`, with its derivation
-        (EOFError: the engine died)."""
+    def batch(self, messages: list[Message], stored: dict[bytes, bytes | None], forgotten: dict[bytes, bytes],
+              generation: int, reassignment: Reassignment | None) -> asyncio.Future[Any]:
+        """Start one batch, with the stored windows and forgotten-users records of its keys; the future gives its
+        :class:`~streams.batch.BatchResult`, with its derivation (EOFError: the engine died)."""
         raw = [(m.key, m.value, m.topic, m.partition, m.offset, m.received_s) for m in messages]
-        return self._request(("batch", raw, stored, generation, reassignment))
+        return self._request(("batch", raw, stored, forgotten, generation, reassignment))
 
     async def take_over_from(self, old: Inference) -> None:
         """Adopt the open demand windows and audience gates of ``old``'s engine (no batch in flight in either)."""

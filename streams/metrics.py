@@ -35,6 +35,10 @@ commit_waiting = Gauge("clickstream_commit_waiting_seconds", "Per assigned parti
                        "has stood still while clicks wait behind it (0: none wait); the worker exits at "
                        "CLICKSTREAM_STALL_TIMEOUT_S", ["topic", "partition"], registry=REGISTRY)
 expired_windows = Counter("clickstream_expired_windows", "Windows of idle users deleted", registry=REGISTRY)
+forgotten_users = Counter("clickstream_forgotten_users", "Users forgotten on request: window and audience state "
+                          "deleted", registry=REGISTRY)
+dropped_forgotten = Counter("clickstream_dropped_forgotten_clicks", "Clicks of forgotten users dropped unread",
+                            registry=REGISTRY)
 batch_size = Histogram("clickstream_batch_size", "Messages per micro-batch",
                        buckets=(1, 8, 32, 64, 128, 256, 512, 1024), registry=REGISTRY)
 stage_seconds = Histogram("clickstream_stage_seconds", "Time per micro-batch stage (wait: the oldest click's "

@@ -66,7 +66,7 @@ def settings(broker: str) -> Settings:
     run = uuid.uuid4().hex[:10]
     return Settings(broker=broker, clicks_topic=f"clicks-{run}", predictions_topic=f"predictions-{run}",
                     dead_letter_topic=f"dead-{run}", demand_topic=f"demand-{run}", audiences_topic=f"audiences-{run}",
-                    app_id=f"test-{run}", partitions=4)
+                    forget_topic=f"forget-{run}", forgotten_topic=f"forgotten-{run}", app_id=f"test-{run}", partitions=4)
 
 
 def consume_until(settings: Settings, topic: str, done: Callable[[Any], bool], timeout_s: float,
