@@ -264,7 +264,7 @@ def audience(config_file: str | None, broker: str | None, topic: str | None, use
     """Print audience entries as JSON lines: users whose purchase probability crossed the threshold, with
     the probability, their top categories and the click that triggered it (at most once per session)."""
     s = settings_from(config_file, broker=broker, audiences_topic=topic)
-    wanted = set(users)
+    wanted = {s.user_ids().key_of(user) for user in users}  # pseudonyms, with pseudonymous ids
     seen = {"n": 0}
 
     def take(entry: AudienceEntry) -> bool:

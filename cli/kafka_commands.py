@@ -76,9 +76,9 @@ def _send(s: Settings, topic: str, clicks: Iterable[Click], due_s: Any, total: i
             progress["saved_at"] = time.monotonic()
 
     ensure_topics(s, [topic])
-    forgotten = ForgottenFilter(read_forgotten(s))
+    forgotten = ForgottenFilter(read_forgotten(s), s.user_ids())
     if forgotten.forgotten:
-        clicks = (c for c in clicks if forgotten.keeps(c.key, c.event_time_ms))
+        clicks = (c for c in clicks if forgotten.keeps(c.user_id, c.event_time_ms))
     try:
         stats = send_all(s, topic, _progress(_encoded(s, clicks), total, desc, quiet), due_s=due_s,
                          on_delivered=delivered)
@@ -166,7 +166,7 @@ def subscribe(config_file: str | None, broker: str | None, topic: str | None, fr
     s = settings_from(config_file, broker=broker, predictions_topic=topic)
     codec = RecordCodec(Prediction, s.schema_id_prediction, **s.codec_options())
     consumer = consumer_at(s, s.predictions_topic, from_beginning=from_beginning)
-    wanted = set(users)
+    wanted = {s.user_ids().key_of(user) for user in users}  # pseudonyms, with pseudonymous ids
     seen = undecodable = 0
     latest: dict[str, Prediction] = {}
     last_message = last_draw = time.monotonic()

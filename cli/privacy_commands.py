@@ -45,9 +45,10 @@ def forget(users: tuple[str, ...], readmit: bool, wait_s: float, config_file: st
     if wait_s <= 0:
         return
     deadline = time.monotonic() + wait_s
+    key_of = s.user_ids().key_of  # the worker records the pseudonym, with pseudonymous ids
     while True:
         records = read_forgotten(s)
-        waiting = [r.user_id for r in requests if (record := records.get(r.key)) is None
+        waiting = [r.user_id for r in requests if (record := records.get(key_of(r.user_id).encode())) is None
                    or (record.readmitted_at_ms if readmit else record.forgotten_at_ms) != now_ms]
         if not waiting:
             click.echo(f"{what} confirmed for {len(requests)} users on {s.forgotten_topic}", err=True)

@@ -55,7 +55,7 @@ def clicks_from_topic(settings: Settings, topic: str, report: ReadReport, *, sta
     from schemas.codec import RecordCodec
     from streams.batch import check_click
 
-    forgotten = ForgottenFilter(read_forgotten(settings))
+    forgotten = ForgottenFilter(read_forgotten(settings), settings.user_ids())
     consumer = consumer_at(settings, topic, from_beginning=True, max_partition_fetch_bytes=4 << 20)
     try:
         assigned: list[TopicPartition] = sorted(consumer.assignment(), key=lambda tp: tp.partition)
@@ -83,7 +83,7 @@ def clicks_from_topic(settings: Settings, topic: str, report: ReadReport, *, sta
                         report.add_bad(record.offset, f"partition {tp.partition}: {reason}")
                     elif (start_ms is None or click.event_time_ms >= start_ms) and \
                             (end_ms is None or click.event_time_ms < end_ms):
-                        if forgotten.keeps(click.key, click.event_time_ms):
+                        if forgotten.keeps(click.user_id, click.event_time_ms):
                             yield click
                     else:
                         outside += 1

@@ -14,11 +14,41 @@ replay of old logs never brings the forgotten history back.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import time
 from typing import Any
 
 from core.errors import DecodeError
+
+PSEUDONYM_PREFIX = "p1:"  # and 32 hex digits: the first 128 bits of HMAC-SHA256(key, user id)
+
+
+class UserIds:
+    """How users are keyed: by the incoming id, or, with a secret key (``CLICKSTREAM_USER_ID_KEY``), by a pseudonym,
+    the keyed hash HMAC-SHA256(key, id), so that nothing the worker stores or sends holds the raw id.
+
+    The pseudonym is taken where a raw id enters (a click of the clicks topic, a forget request, a web query, a
+    CLI argument); a message keyed by the raw id then goes round through the topic of its pseudonym's partition
+    (clicks through the rekeyed topic, requests through the forget topic).
+    """
+
+    def __init__(self, secret: str | None) -> None:
+        self._key = secret.encode() if secret else None
+
+    @property
+    def pseudonymous(self) -> bool:
+        return self._key is not None
+
+    def key_of(self, user_id: str) -> str:
+        """The id the worker keys this user by: the pseudonym, or the id itself without a key."""
+        if self._key is None:
+            return user_id
+        return PSEUDONYM_PREFIX + hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def __repr__(self) -> str:  # never the key
+        return f"UserIds(pseudonymous={self.pseudonymous})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +58,7 @@ class ForgetRequest:
     user_id: str
     readmit: bool = False
     requested_at_ms: int | None = None
+    pseudonymous: bool = False  # user_id is a pseudonym already (the worker sent it round, see UserIds)
 
     @property
     def key(self) -> bytes:
@@ -51,10 +82,12 @@ class ForgetRequest:
             raise DecodeError("not a forget request (a JSON object)")
         if body.get("user_id", user_id) != user_id:
             raise DecodeError(f"a forget request for user {body['user_id']!r} keyed by {user_id!r}")
-        readmit, at = body.get("readmit", False), body.get("requested_at_ms")
-        if not isinstance(readmit, bool) or not (at is None or isinstance(at, int)):
-            raise DecodeError("a forget request's readmit is true or false and its requested_at_ms an integer")
-        return cls(user_id, readmit, at)
+        readmit, at, pseudonymous = body.get("readmit", False), body.get("requested_at_ms"), body.get("pseudonymous",
+                                                                                                     False)
+        if not isinstance(readmit, bool) or not isinstance(pseudonymous, bool) or not (at is None or isinstance(at, int)):
+            raise DecodeError("a forget request's readmit and pseudonymous are true or false and its requested_at_ms "
+                              "an integer")
+        return cls(user_id, readmit, at, pseudonymous)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +120,8 @@ class Forgotten:
             return Forgotten(at)
         if previous is None:
             return None
-        return dataclasses.replace(previous, readmitted_at_ms=at)
+        # never before the forgetting: a request dated earlier would bring part of the forgotten history back
+        return dataclasses.replace(previous, readmitted_at_ms=max(at, previous.forgotten_at_ms))
 
 
 def forgotten_users(records: Any) -> dict[bytes, Forgotten]:
@@ -114,14 +148,16 @@ def read_forgotten(settings: Any) -> dict[bytes, Forgotten]:
 
 
 class ForgottenFilter:
-    """Keeps the events a forgotten-users read allows (:meth:`Forgotten.keeps`) and counts those it drops."""
+    """Keeps the events a forgotten-users read allows (:meth:`Forgotten.keeps`) and counts those it drops; users
+    are looked up by ``user_ids``' key of their id."""
 
-    def __init__(self, forgotten: dict[bytes, Forgotten]) -> None:
+    def __init__(self, forgotten: dict[bytes, Forgotten], user_ids: UserIds | None = None) -> None:
         self.forgotten = forgotten
+        self.user_ids = user_ids or UserIds(None)
         self.dropped = 0
 
-    def keeps(self, key: bytes, event_time_ms: int) -> bool:
-        record = self.forgotten.get(key)
+    def keeps(self, user_id: str, event_time_ms: int) -> bool:
+        record = self.forgotten.get(self.user_ids.key_of(user_id).encode()) if self.forgotten else None
         if record is None or record.keeps(event_time_ms):
             return True
         self.dropped += 1

@@ -78,6 +78,8 @@ CLICKSTREAM_RETENTION_DAYS  what the worker derives about a user is gone this lo
                            forgotten: the retention of the predictions, audiences, dead-letter and forget topics
                            the worker or ``clickstream topics`` creates, and the longest a deleted window or
                            audience state waits for compaction in their changelogs (7; 0: the broker's defaults)
+CLICKSTREAM_USER_ID_KEY    a secret: the worker and the CLI key users by HMAC-SHA256(secret, user id) instead of
+                           the id (pseudonymous ids; see the README's Privacy section; never printed)
 =========================  =====================================================================
 """
 from __future__ import annotations
@@ -166,6 +168,7 @@ class Settings:
     forget_topic: str = "forget"
     forgotten_topic: str = "forgotten-users"
     retention_days: float = 7.0
+    user_id_key: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("partitions", "replication_factor", "batch_max", "top_k", "inference_threads",
@@ -186,6 +189,12 @@ class Settings:
         if not 0.0 <= self.audience_rearm_threshold <= self.audience_threshold <= 1.0:
             raise ConfigError("audience thresholds must satisfy 0 <= audience_rearm_threshold <= audience_threshold "
                               f"<= 1, got {self.audience_rearm_threshold} and {self.audience_threshold}")
+
+    def user_ids(self) -> Any:
+        """How users are keyed under these settings (core.privacy.UserIds)."""
+        from core.privacy import UserIds
+
+        return UserIds(self.user_id_key)
 
     def retention_configs(self) -> dict[str, str]:
         """Topic settings of the topics that age out (``retention_days``)."""

@@ -35,6 +35,7 @@ from streams.state import record_owner
 from streams.topics import (
     click_sources,
     dead_letter_topic,
+    forget_topic,
     predictions_topic,
     rekeyed_clicks_topic,
     user_forgotten,
@@ -195,7 +196,8 @@ async def deliver(messages: list[Message], sources: list[Any], result: BatchResu
                        for key, (packed, index) in result.window_writes.items()], stop_uncommitted)
     derived_outgoing = await derived.publish(sources, result.derived, stop_uncommitted)  # demand, audiences
     for topic, outgoing in ((dead_letter_topic, result.dead_letters),
-                            (rekeyed_clicks_topic, result.rekeyed), (predictions_topic, result.predictions),
+                            (rekeyed_clicks_topic, result.rekeyed), (forget_topic, result.forget_rekeyed),
+                            (predictions_topic, result.predictions),
                             *derived_outgoing):
         if outgoing:
             await send_in_batches(app.producer, topic.get_topic_name(), outgoing, stop_uncommitted)
@@ -215,7 +217,8 @@ async def start_engine(first: bool = True) -> Inference:
                          DRIVERS_PER_PREDICTION if settings.explain_predictions else 0,
                          settings.schema_id_click, settings.schema_id_prediction, settings.codec_options(),
                          derived.config, settings.predictor_factory, settings.runtime,
-                         warm=settings.predictor_warm if first else "all", forget_topic=settings.forget_topic)
+                         warm=settings.predictor_warm if first else "all", forget_topic=settings.forget_topic,
+                         rekeyed_topic=settings.rekeyed_topic, user_ids=settings.user_ids())
     engine = await Inference(config, in_process=in_process).ready()
     log.info("model %s loaded from %s in the inference %s (%s runtime); serving after %.1fs of warm-up, %d of %d "
              "shapes warmed (compiled)", engine.version, settings.model_dir, "thread" if in_process else "process",

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.errors import DecodeError
-from core.privacy import ForgetRequest, Forgotten
+from core.privacy import ForgetRequest, Forgotten, UserIds
 from core.records import Click, Driver, Prediction, Timing
 from model.window import Window
 from schemas.codec import RecordCodec
@@ -73,6 +73,7 @@ class BatchResult:
     # this batch (their window and audience state are deleted) with their request's message index, and the clicks
     # of forgotten users dropped
     forgotten_writes: dict[bytes, tuple[bytes, int]] = dataclasses.field(default_factory=dict)
+    forget_rekeyed: list[Outgoing] = dataclasses.field(default_factory=list)  # requests sent round by pseudonym
     forgotten_now: dict[bytes, int] = dataclasses.field(default_factory=dict)
     dropped_forgotten: int = 0
     made: list[tuple[Click, Prediction, int]] = dataclasses.field(default_factory=list)  # and message index
@@ -273,9 +274,13 @@ class BatchProcessor:
 
     def __init__(self, *, click_codec: RecordCodec[Click], prediction_codec: RecordCodec[Prediction],
                  window_length: int, model_version: str, clock: Callable[[], float] = time.time,
-                 forget_topic: str | None = None) -> None:
+                 forget_topic: str | None = None, rekeyed_topic: str | None = None,
+                 user_ids: UserIds | None = None) -> None:
         self.click_codec, self.prediction_codec = click_codec, prediction_codec
         self.forget_topic = forget_topic  # its messages are forget requests, not clicks
+        # with pseudonymous ids, clicks are keyed by their user's pseudonym, taken here for those of every topic but
+        # the rekeyed one, whose clicks went round with their pseudonym already (core/privacy.py)
+        self.rekeyed_topic, self.user_ids = rekeyed_topic, user_ids or UserIds(None)
         self.window_length, self.model_version = window_length, model_version
         self.clock = clock
         self.counters = Counters()
@@ -307,19 +312,30 @@ class BatchProcessor:
         for i, message in enumerate(messages):
             if message.topic == self.forget_topic:
                 try:
-                    requests.append((ForgetRequest.parse(message.key, message.value), i))
+                    request = ForgetRequest.parse(message.key, message.value)
                 except DecodeError as exc:
                     result.dead_letters.append(dead_letter(message, f"undecodable: {exc}"))
+                    continue
+                if self.user_ids.pseudonymous and not request.pseudonymous:  # round again, keyed by pseudonym
+                    request = ForgetRequest(self.user_ids.key_of(request.user_id), request.readmit,
+                                            request.requested_at_ms or now_ms, pseudonymous=True)
+                    result.forget_rekeyed.append(Outgoing(request.key, request.to_json()))
+                else:
+                    requests.append((request, i))
                 continue
             self.counters.clicks += 1
             click, reason = check_click(message.value, self.click_codec, now_ms)
             if click is None:
                 result.dead_letters.append(dead_letter(message, reason or "invalid"))
                 continue
+            value = message.value
+            if self.user_ids.pseudonymous and message.topic != self.rekeyed_topic:
+                click = dataclasses.replace(click, user_id=self.user_ids.key_of(click.user_id))
+                value = self.click_codec.encode(click)
             if message.key != click.key:
-                # a click without its user id as key lives on the wrong partition for its user's window:
-                # it goes round again, keyed, through the rekeyed topic (co-partitioned with clicks)
-                result.rekeyed.append(Outgoing(click.key, message.value))
+                # a click without its user's key lives on the wrong partition for its user's window: it goes
+                # round again, keyed, through the rekeyed topic (co-partitioned with clicks)
+                result.rekeyed.append(Outgoing(click.key, value))
                 continue
             clicks.append(click)
             sources.append(i)

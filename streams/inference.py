@@ -57,6 +57,8 @@ class ChildConfig:
     # its own process); "all": every shape compiled before the child is ready (a model rolled out later)
     warm: str = "all"
     forget_topic: str | None = None  # its messages are forget requests (core/privacy.py)
+    rekeyed_topic: str | None = None
+    user_ids: Any = None  # core.privacy.UserIds: pseudonymous ids or not
 
 
 def predictor_factory(name: str) -> Any:
@@ -99,7 +101,8 @@ def serve(conn: Any, config: ChildConfig) -> None:
         processor = BatchProcessor(
             click_codec=RecordCodec(Click, config.click_schema_id, **config.codec_options),
             prediction_codec=RecordCodec(Prediction, config.prediction_schema_id, **config.codec_options),
-            window_length=predictor.window_length, model_version=predictor.version, forget_topic=config.forget_topic)
+            window_length=predictor.window_length, model_version=predictor.version, forget_topic=config.forget_topic,
+            rekeyed_topic=config.rekeyed_topic, user_ids=config.user_ids)
         deriving = Deriving(config.deriving)
     except ModelError as exc:  # a broken artifact: refused, the serving model kept (streams/agents.py)
         conn.send(("refused", str(exc)))

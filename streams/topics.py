@@ -10,10 +10,11 @@ _raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_
 rekeyed_clicks_topic = app.topic(settings.rekeyed_topic, **_raw)
 predictions_topic = app.topic(settings.predictions_topic, **_raw)
 dead_letter_topic = app.topic(settings.dead_letter_topic, **_raw)
+forget_topic = app.topic(settings.forget_topic, **_raw)  # forget requests (core/privacy.py)
 # What the agent reads: clicks, the clicks that arrived without their user id as key (see agents.py), and forget
 # requests (core/privacy.py), keyed by user id like clicks, so that a request reaches the user's window.
 # acks=False: Faust's consumer never commits them; the worker commits what it handled (streams/ledger.py).
-click_sources = app.topic(settings.clicks_topic, rekeyed_clicks_topic.get_topic_name(), settings.forget_topic,
+click_sources = app.topic(settings.clicks_topic, rekeyed_clicks_topic.get_topic_name(), forget_topic.get_topic_name(),
                           acks=False, **_raw)
 
 # use_partitioner: a user's changelog record goes to the partition of the user's clicks (same key, same

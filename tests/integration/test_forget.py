@@ -112,3 +112,39 @@ def test_a_forgotten_user_leaves_nothing_behind_and_a_readmitted_one_starts_anew
     finally:
         worker.stop(signal.SIGTERM)
 
+
+
+def test_with_pseudonymous_ids_nothing_the_worker_writes_holds_a_raw_id(
+        settings: Settings, worker_model: Path, tmp_path: Path) -> None:
+    from core.derived_records import AudienceEntry
+    from schemas.codec import RecordCodec
+
+    s = dataclasses.replace(settings, **TEST_SHAPES, user_id_key="a-test-secret", audience_threshold=0.0,
+                            audience_rearm_threshold=0.0)
+    ids = s.user_ids()
+    clicks = sample_clicks(1_000, f"pseudonyms-{s.app_id}")
+    raw = {c.user_id for c in clicks}
+    port = free_port()
+    worker = WorkerProcess(worker_env(s, worker_model, tmp_path / "state"), tmp_path / "worker.log", web_port=port)
+    try:
+        worker.start()
+        wait_ready(port)
+        produce(s, clicks)  # keyed and named by the raw ids, as a shop front sends them
+        found = predictions_by_event(s, (c.event_id for c in clicks), workers=[worker])
+        assert all(p.user_id == ids.key_of(c.user_id) for c in clicks for p in found[c.event_id])
+        entries = [RecordCodec(AudienceEntry).decode(r.value) for r in read_all(s, s.audiences_topic)]
+        assert entries and not {e.user_id for e in entries} & raw
+        for topic in (s.predictions_topic, s.audiences_topic, s.changelog_topic,
+                      f"{s.app_id}-user_to_audience-changelog"):
+            keys = {r.key.decode() for r in read_all(s, topic) if r.key is not None}
+            assert keys and not keys & raw and all(k.startswith("p1:") for k in keys), topic
+        # asked by the raw id, the worker answers for the pseudonym; forgotten by the raw id, it forgets the pseudonym
+        user = clicks[0].user_id
+        status, body = get(f"http://127.0.0.1:{port}/users/{user}/intent")
+        assert status == 200 and json.loads(body)["user_id"] == ids.key_of(user)
+        result = CliRunner().invoke(main, ["forget", user, "--wait-s", "60"], env=s.to_env())
+        assert result.exit_code == 0 and "forget confirmed" in result.output, result.output
+        assert set(read_forgotten(s)) == {ids.key_of(user).encode()}
+        assert get(f"http://127.0.0.1:{port}/users/{user}/intent")[0] == 404
+    finally:
+        worker.stop(signal.SIGTERM)

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from core.errors import DecodeError
-from core.privacy import ForgetRequest, Forgotten, ForgottenFilter, forgotten_users
+from core.privacy import ForgetRequest, Forgotten, ForgottenFilter, UserIds, forgotten_users
+from core.settings import Settings
 from model.window import Window
 from streams.batch import BatchProcessor, Message, predict_isolating
 from streams.deriving import Deriving
@@ -82,6 +83,14 @@ def test_forgotten_and_readmitted_in_one_batch_keeps_nothing_of_the_old_window()
     assert Forgotten.unpack(result.forgotten_writes[b"u"][0]) == Forgotten(NOW_MS - 5, NOW_MS)
 
 
+def test_a_readmission_dated_before_the_forgetting_takes_effect_from_the_forgetting() -> None:
+    forgotten = {b"u": Forgotten(NOW_MS).pack()}
+    result, _ = run([request("u", 0, readmit=True, at=1), keyed(click("a", user="u", t=NOW_MS - 1), 1)], {},
+                    forgotten)
+    assert Forgotten.unpack(result.forgotten_writes[b"u"][0]) == Forgotten(NOW_MS, NOW_MS)
+    assert result.dropped_forgotten == 1
+
+
 def test_a_readmission_of_a_user_never_forgotten_changes_nothing() -> None:
     result, _ = run([request("u", 0, readmit=True), keyed(click("a", user="u"), 1)], {}, {})
     assert not result.forgotten_writes and len(result.predictions) == 1
@@ -123,5 +132,39 @@ def test_a_read_of_the_topic_keeps_each_users_newest_record() -> None:
                              Record(b"u", Forgotten(1, 5).pack()), Record(b"v", None), Record(None, b"x")])
     assert users == {b"u": Forgotten(1, 5)}
     keep = ForgottenFilter(users)
-    assert [keep.keeps(b"u", 4), keep.keeps(b"u", 5), keep.keeps(b"w", 0)] == [False, True, True]
+    assert [keep.keeps("u", 4), keep.keeps("u", 5), keep.keeps("w", 0)] == [False, True, True]
     assert keep.dropped == 1
+
+
+def test_pseudonymous_ids_replace_the_raw_id_where_it_enters() -> None:
+    ids = UserIds("secret")
+    pseudonym = ids.key_of("alice")
+    assert pseudonym == ids.key_of("alice") != UserIds("other").key_of("alice") and "alice" not in pseudonym
+    assert pseudonym.startswith("p1:") and len(pseudonym) == 35 and UserIds(None).key_of("alice") == "alice"
+    assert "secret" not in repr(ids) and "secret" not in repr(Settings(user_id_key="secret"))
+    processor = BatchProcessor(click_codec=CLICK, prediction_codec=PREDICTION, window_length=3, model_version="v1",
+                               clock=lambda: NOW_MS / 1000, forget_topic=FORGET, rekeyed_topic="rekeyed",
+                               user_ids=ids)
+
+    async def infer(windows: Sequence[Window]) -> tuple:
+        return predict_isolating(RepeatLast().predict, windows)
+
+    # a click of the clicks topic, keyed by the raw id, goes round keyed and named by its pseudonym
+    result = asyncio.run(processor.process([keyed(click("a", user="alice"), 0)], {}.get, infer))
+    (rekeyed,) = result.rekeyed
+    assert rekeyed.key == pseudonym.encode() and CLICK.decode(rekeyed.value).user_id == pseudonym
+    assert not result.predictions and b"alice" not in rekeyed.value
+    # back from the rekeyed topic it is predicted under the pseudonym, never hashed twice
+    back = Message(rekeyed.key, rekeyed.value, "rekeyed", 0, 1, 0.0)
+    result = asyncio.run(processor.process([back], {}.get, infer))
+    assert [PREDICTION.decode(p.value).user_id for p in result.predictions] == [pseudonym]
+    assert set(result.window_writes) == {pseudonym.encode()}
+    # a forget request by raw id goes round by pseudonym, and is applied then
+    result = asyncio.run(processor.process([request("alice", 2)], {}.get, infer))
+    (sent,) = result.forget_rekeyed
+    assert not result.forgotten_writes and sent.key == pseudonym.encode() and b"alice" not in sent.value
+    result = asyncio.run(processor.process([Message(sent.key, sent.value, FORGET, 0, 3, 0.0)], {}.get, infer))
+    assert set(result.forgotten_writes) == {pseudonym.encode()} and not result.forget_rekeyed
+    # the CLI's filters look users up by the pseudonym of their raw id
+    keep = ForgottenFilter({pseudonym.encode(): Forgotten(1)}, ids)
+    assert not keep.keeps("alice", 5) and keep.keeps("bob", 5)
