@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None, name: str = "throughput") -> None:
     parser.add_argument("--modes", default="process",
                         help="where the inference engine runs: process, thread or both (process,thread); "
                              "CLICKSTREAM_INFERENCE_PROCESS")
+    parser.add_argument("--ids", default="raw",
+                        help="how the worker keys users: raw, pseudonymous (CLICKSTREAM_USER_ID_KEY) or both "
+                             "(raw,pseudonymous)")
     args = parser.parse_args(argv)
 
     model = model_dir(args.model)
@@ -190,16 +193,15 @@ def main(argv: list[str] | None = None, name: str = "throughput") -> None:
     print(f"pre-loaded {sent.sent:,} clicks of {users:,} users into {s.clicks_topic} ({sent.rate:,.0f}/s)")
 
     workers: dict[str, dict[str, Any]] = {}
-    for runtime in args.runtimes.split(","):
-        for mode in args.modes.split(","):
-            label = f"{runtime} runtime, inference {mode}"
-            suffix = f"{runtime}-{mode}"
-            worker_s = dataclasses.replace(s, app_id=f"{s.app_id}-{suffix}",
-                                           predictions_topic=f"{s.predictions_topic}-{suffix}")
-            ensure_topics(worker_s, [worker_s.predictions_topic])
-            workers[label] = run_worker(worker_s, model, len(clicks), "streams.app", f"worker-{suffix}",
-                                        args.timeout_s, CLICKSTREAM_RUNTIME=runtime,
-                                        CLICKSTREAM_INFERENCE_PROCESS=str(mode == "process").lower())
+    for runtime, mode, ids in itertools.product(args.runtimes.split(","), args.modes.split(","), args.ids.split(",")):
+        label = f"{runtime} runtime, inference {mode}" + (", pseudonymous ids" if ids == "pseudonymous" else "")
+        suffix = f"{runtime}-{mode}" + ("-pseudonymous" if ids == "pseudonymous" else "")
+        worker_s = dataclasses.replace(s, app_id=f"{s.app_id}-{suffix}", predictions_topic=f"{s.predictions_topic}-{suffix}",
+                                       user_id_key="benchmark-secret" if ids == "pseudonymous" else None)
+        ensure_topics(worker_s, [worker_s.predictions_topic])
+        workers[label] = run_worker(worker_s, model, len(clicks), "streams.app", f"worker-{suffix}",
+                                    args.timeout_s, CLICKSTREAM_RUNTIME=runtime,
+                                    CLICKSTREAM_INFERENCE_PROCESS=str(mode == "process").lower())
     ours = next(iter(workers.values()))
     rows = [[f"worker, {label}", r["rate"], ours["rate"] / r["rate"]] for label, r in workers.items()]
     result: dict[str, Any] = {"clicks": len(clicks), "users": users, "synthetic": args.synthetic,

@@ -1,7 +1,7 @@
 """The agent ``predict_next_intent``: glue between Faust and the inference engine (streams/inference.py).
 
 Per micro-batch: sort the messages on arrival (streams/ledger.py: holes read from the log, offsets handled
-already dropped), hand them to the engine with their users' stored windows and forgotten-users records, then
+already dropped), hand them to the engine with their users' stored windows, then
 store the forgotten-users records and the changed (or deleted) windows and send dead letters, rekeyed clicks,
 predictions, demand and audiences through the app's producer. One batch is in the engine while the agent reads
 the next; batches are delivered in order. The worker commits what it delivered itself, once the producer has
@@ -294,16 +294,14 @@ async def predict(stream: Any) -> None:
                     await chores.after_batch(stream_time_ms, counters)
                     continue
                 if derived.assigned is not None and last is not None:
-                    # a new assignment: its windows and audience states are read from the tables once the batch
-                    # in flight has written its own (the engine forgets what it wrote when the generation changes)
+                    # a new assignment: its windows, audience states and forgotten users are read from the tables
+                    # once the batch in flight has written its own (the engine forgets what it wrote when the
+                    # generation changes)
                     stream_time_ms = max(stream_time_ms, (await last).newest_event_ms)
                     last = None
-                keys = {m.key for m in messages if m.key is not None}
                 get = user_to_window.get  # each user's stored window read once, as update_windows does
-                stored = {key: get(key) for key in keys}
-                get = user_forgotten.get
-                forgotten = {key: record for key in keys if (record := get(key)) is not None}
-                reply = runtime.predictor.batch(messages, stored, forgotten, generation, derived.take_reassignment())
+                stored = {key: get(key) for key in {m.key for m in messages} if key is not None}
+                reply = runtime.predictor.batch(messages, stored, generation, derived.take_reassignment())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -281,24 +281,26 @@ class BatchProcessor:
         # with pseudonymous ids, clicks are keyed by their user's pseudonym, taken here for those of every topic but
         # the rekeyed one, whose clicks went round with their pseudonym already (core/privacy.py)
         self.rekeyed_topic, self.user_ids = rekeyed_topic, user_ids or UserIds(None)
+        # the forgotten-users records (packed) of the partitions this processor handles: the table's, given at
+        # each assignment (streams/inference.py), and those its own batches write
+        self.forgotten: dict[bytes, bytes] = {}
         self.window_length, self.model_version = window_length, model_version
         self.clock = clock
         self.counters = Counters()
         self.stream_time_ms = 0
 
     async def process(self, messages: Sequence[Message], load: Callable[[bytes], bytes | None],
-                      infer: Infer, forgotten: Callable[[bytes], bytes | None] = lambda key: None) -> BatchResult:
+                      infer: Infer) -> BatchResult:
         """Validate, update windows, predict (``infer`` runs :func:`predict_isolating` off the event loop): the
         two halves below, which the inference engine (streams/inference.py) calls around its own predictor."""
-        prepared = self.prepare(messages, load, forgotten)
+        prepared = self.prepare(messages, load)
         pieces, failed = await infer(prepared.snapshots) if prepared.snapshots else ([], {})
         return self.complete(prepared, pieces, failed)
 
-    def prepare(self, messages: Sequence[Message], load: Callable[[bytes], bytes | None],
-                forgotten: Callable[[bytes], bytes | None] = lambda key: None) -> Prepared:
+    def prepare(self, messages: Sequence[Message], load: Callable[[bytes], bytes | None]) -> Prepared:
         """Decode and check the messages, apply the forget requests, update the windows: dead letters, rekeys,
         forgotten-users records and window writes are final here; the predictions wait for the predictor's answer
-        on ``snapshots`` (:meth:`complete`). ``forgotten`` reads a user's stored forgotten-users record.
+        on ``snapshots`` (:meth:`complete`).
 
         A batch's forget requests take effect before its clicks (the two topics are not ordered with each other):
         a user forgotten by this batch has no click of it predicted, and the window and audience state it had are
@@ -339,7 +341,7 @@ class BatchProcessor:
                 continue
             clicks.append(click)
             sources.append(i)
-        records = self.forget(requests, {click.key for click in clicks}, forgotten, now_ms, result)
+        records = self.forget(requests, {click.key for click in clicks}, now_ms, result)
         if records:
             kept = [(click, i) for click, i in zip(clicks, sources)
                     if (record := records.get(click.key)) is None or record.keeps(click.event_time_ms)]
@@ -361,16 +363,18 @@ class BatchProcessor:
         return Prepared(messages, result, clicks, sources, snapshots, self.model_version, started,
                         started + result.window_s)
 
-    def forget(self, requests: Sequence[tuple[ForgetRequest, int]], click_keys: Iterable[bytes],
-               forgotten: Callable[[bytes], bytes | None], now_ms: int, result: BatchResult) -> dict[bytes, Forgotten]:
+    def forget(self, requests: Sequence[tuple[ForgetRequest, int]], click_keys: Iterable[bytes], now_ms: int,
+               result: BatchResult) -> dict[bytes, Forgotten]:
         """Apply a batch's forget requests, in order, to ``result`` (the new forgotten-users records; the users
-        forgotten, whose window is deleted); return the forgotten-users record of every user of the requests and
-        of ``click_keys`` that has one."""
+        forgotten, whose window is deleted) and to :attr:`forgotten`; return the forgotten-users record of every
+        user of the requests and of ``click_keys`` that has one."""
+        if not requests and not self.forgotten:
+            return {}
         records: dict[bytes, Forgotten | None] = {}
 
         def record_of(key: bytes) -> Forgotten | None:
             if key not in records:
-                stored = forgotten(key)
+                stored = self.forgotten.get(key)
                 try:
                     records[key] = Forgotten.unpack(stored) if stored is not None else None
                 except DecodeError as exc:  # kept forgotten: a corrupt record never readmits anyone
@@ -390,6 +394,7 @@ class BatchProcessor:
                 result.forgotten_now[key] = i
                 result.window_writes[key] = (None, i)
         self.counters.forget_requests += len(requests)
+        self.forgotten.update((key, packed) for key, (packed, _) in result.forgotten_writes.items())
         for key in click_keys:
             record_of(key)
         return {key: record for key, record in records.items() if record is not None}

@@ -19,6 +19,7 @@ from streams.app import app, settings
 from streams.batch import Outgoing
 from streams.deriving import Derivation, DerivingConfig, Reassignment
 from streams.faust_glue import TableWrite, write_table
+from streams.topics import user_forgotten
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,10 @@ class Derived:
             return None
         partitions, self.assigned = frozenset(self.assigned), None
         states = dict(user_to_audience.items()) if self.config.audience else {}
-        log.info("demand and audiences: partitions %s assigned; %d audience user states loaded",
-                 sorted(partitions), len(states))
-        return Reassignment(partitions, states)
+        forgotten = {key: value for key, value in user_forgotten.items() if value is not None}
+        log.info("partitions %s assigned; %d forgotten users and %d audience user states loaded",
+                 sorted(partitions), len(forgotten), len(states))
+        return Reassignment(partitions, states, forgotten)
 
     async def publish(self, events: Sequence[Any], out: Derivation,
                       on_failure: Callable[[BaseException], None]) -> list[tuple[Any, list[Outgoing]]]:

@@ -57,10 +57,12 @@ class Derivation:
 
 @dataclasses.dataclass(frozen=True)
 class Reassignment:
-    """The partitions of a new assignment and the stored audience states of their users (packed)."""
+    """The partitions of a new assignment, the stored audience states of their users and their forgotten users'
+    records (packed; the forgotten ones apply to the batch processor, streams/inference.py)."""
 
     partitions: frozenset[int]
     audience_states: Mapping[bytes, bytes | None]
+    forgotten: Mapping[bytes, bytes] = dataclasses.field(default_factory=dict)
 
 
 class Deriving:

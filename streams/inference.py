@@ -8,13 +8,13 @@ predictions and derives category demand and audiences; the worker keeps what nee
 and audience states, the holes, table writes, sends and commits). In the process, the event loop's thread reads
 the next batch while the child works on one.
 
-A batch's request holds its messages, the stored windows and forgotten-users records of their keys and a new
-assignment if one came before it; the engine prefers the table values it wrote itself in its last two batches
-(their table writes may still be on the way), and forgets them when the consumer group's generation changes (a
-rebalance may have moved users). An engine that dies ends the worker through the failed batch. When a new
-model's engine takes over, it adopts the open demand windows and audience gates of the one before. The predictor
-is built by name (``CLICKSTREAM_PREDICTOR_FACTORY``), so that a wrapped or fault-injecting predictor runs in
-either mode.
+A batch's request holds its messages, the stored windows of their keys and a new assignment if one came before it
+(with the forgotten users and audience states of the partitions held now, read from their tables); the engine
+prefers the windows it wrote itself in its last two batches (their table writes may still be on the way), and
+forgets them when the consumer group's generation changes (a rebalance may have moved users). An engine that dies
+ends the worker through the failed batch. When a new model's engine takes over, it adopts the open demand windows,
+audience gates and forgotten users of the one before. The predictor is built by name
+(``CLICKSTREAM_PREDICTOR_FACTORY``), so that a wrapped or fault-injecting predictor runs in either mode.
 """
 from __future__ import annotations
 
@@ -132,9 +132,7 @@ def _answer(conn: Any, predictor: Any, processor: Any, deriving: Deriving) -> No
     from streams.batch import predict_isolating
 
     to_compile = predictor.shapes_to_compile()
-    # windows and forgotten-users records written by the last two batches, newest first
-    recent: list[dict[bytes, bytes | None]] = [{}, {}]
-    recent_forgotten: list[dict[bytes, bytes]] = [{}, {}]
+    recent: list[dict[bytes, bytes | None]] = [{}, {}]  # windows written by the last two batches, newest first
     generation = None
     while True:
         try:
@@ -143,27 +141,27 @@ def _answer(conn: Any, predictor: Any, processor: Any, deriving: Deriving) -> No
             return
         kind = request[0]
         if kind == "batch":
-            _, raw, stored, forgotten, group_generation, reassignment = request
+            _, raw, stored, group_generation, reassignment = request
             if group_generation != generation:
-                recent, recent_forgotten, generation = [{}, {}], [{}, {}], group_generation
+                recent, generation = [{}, {}], group_generation
+            if reassignment is not None:  # the forgotten users of the partitions held now, from the table
+                processor.forgotten = dict(reassignment.forgotten)
             messages = [Message(*m) for m in raw]
-            prepared = processor.prepare(messages, functools.partial(_newest, recent, stored),
-                                         functools.partial(_newest, recent_forgotten, forgotten))
+            prepared = processor.prepare(messages, functools.partial(_newest, recent, stored))
             pieces, failed = (predict_isolating(predictor.predict, prepared.snapshots) if prepared.snapshots
                               else ([], {}))
             result = processor.complete(prepared, pieces, failed)
             recent = [{key: packed for key, (packed, _) in result.window_writes.items()}, recent[0]]
-            recent_forgotten = [{key: packed for key, (packed, _) in result.forgotten_writes.items()},
-                                recent_forgotten[0]]
             result.derived = deriving.derive(messages, result, processor.window_length, reassignment)
             result.made = []  # used up here: not sent back
             conn.send(result)
         elif kind == "predict":
             conn.send(predictor.predict([request[1]]))
-        elif kind == "handover":  # a new model's child takes over: it gets the open windows and the gates
-            conn.send(deriving.state())
+        elif kind == "handover":  # a new model's child takes over: the open windows, the gates, the forgotten
+            conn.send((deriving.state(), processor.forgotten))
         elif kind == "adopt":
-            deriving.adopt(request[1])
+            deriving.adopt(request[1][0])
+            processor.forgotten = request[1][1]
             conn.send(None)
         if to_compile:  # one shape after each answer: a request waits behind at most one (~4 s here)
             shape = to_compile.pop(0)
@@ -176,9 +174,8 @@ def _answer(conn: Any, predictor: Any, processor: Any, deriving: Deriving) -> No
                 gc.freeze()
 
 
-def _newest(recent: list[dict[bytes, Any]], stored: dict[bytes, bytes | None], key: bytes) -> bytes | None:
-    """A user's table value: the child's own newest write of it (None: deleted), else the stored one the worker
-    read."""
+def _newest(recent: list[dict[bytes, bytes | None]], stored: dict[bytes, bytes | None], key: bytes) -> bytes | None:
+    """A user's window: the child's own newest write of it (None: deleted), else the stored one the worker read."""
     for cache in recent:
         if key in cache:
             return cache[key]
@@ -265,12 +262,12 @@ class Inference:
             raise RuntimeError(f"the inference engine failed: {reply.reason}")
         return reply
 
-    def batch(self, messages: list[Message], stored: dict[bytes, bytes | None], forgotten: dict[bytes, bytes],
-              generation: int, reassignment: Reassignment | None) -> asyncio.Future[Any]:
-        """Start one batch, with the stored windows and forgotten-users records of its keys; the future gives its
+    def batch(self, messages: list[Message], stored: dict[bytes, bytes | None], generation: int,
+              reassignment: Reassignment | None) -> asyncio.Future[Any]:
+        """Start one batch, with the stored windows of its keys; the future gives its
         :class:`~streams.batch.BatchResult`, with its derivation (EOFError: the engine died)."""
         raw = [(m.key, m.value, m.topic, m.partition, m.offset, m.received_s) for m in messages]
-        return self._request(("batch", raw, stored, forgotten, generation, reassignment))
+        return self._request(("batch", raw, stored, generation, reassignment))
 
     async def take_over_from(self, old: Inference) -> None:
         """Adopt the open demand windows and audience gates of ``old``'s engine (no batch in flight in either)."""

@@ -40,6 +40,12 @@ def stored_keys(state_dir: Path) -> dict[str, set[bytes]]:
     return keys
 
 
+def web_worker(s: Settings, model: Path, folder: Path) -> tuple[WorkerProcess, int]:
+    """A worker (not started yet) with its state and log in ``folder`` and its web server on a free port."""
+    port = free_port()
+    return WorkerProcess(worker_env(s, model, folder / "state"), folder / "worker.log", web_port=port), port
+
+
 def test_a_forgotten_user_leaves_nothing_behind_and_a_readmitted_one_starts_anew(
         settings: Settings, worker_model: Path, tmp_path: Path) -> None:
     # every prediction enters its user into an audience: every user has an audience state to delete
@@ -48,9 +54,7 @@ def test_a_forgotten_user_leaves_nothing_behind_and_a_readmitted_one_starts_anew
     clicks = sample_clicks(2_000, f"forget-{s.app_id}")
     users = list(dict.fromkeys(c.user_id for c in clicks))
     gone, kept = users[0], users[1]
-    port = free_port()
-    worker = WorkerProcess(worker_env(s, worker_model, tmp_path / "a" / "state"), tmp_path / "a" / "worker.log",
-                           web_port=port)
+    worker, port = web_worker(s, worker_model, tmp_path / "a")
     try:
         worker.start()
         wait_ready(port)
@@ -91,9 +95,7 @@ def test_a_forgotten_user_leaves_nothing_behind_and_a_readmitted_one_starts_anew
     assert gone.encode() not in tables["user_to_window"] | tables["user_to_audience"]
 
     # a worker rebuilt from the changelogs has nothing of the user; readmitted, the user starts a new history
-    port = free_port()
-    worker = WorkerProcess(worker_env(s, worker_model, tmp_path / "b" / "state"), tmp_path / "b" / "worker.log",
-                           web_port=port)
+    worker, port = web_worker(s, worker_model, tmp_path / "b")
     try:
         worker.start()
         wait_ready(port)
@@ -124,8 +126,7 @@ def test_with_pseudonymous_ids_nothing_the_worker_writes_holds_a_raw_id(
     ids = s.user_ids()
     clicks = sample_clicks(1_000, f"pseudonyms-{s.app_id}")
     raw = {c.user_id for c in clicks}
-    port = free_port()
-    worker = WorkerProcess(worker_env(s, worker_model, tmp_path / "state"), tmp_path / "worker.log", web_port=port)
+    worker, port = web_worker(s, worker_model, tmp_path)
     try:
         worker.start()
         wait_ready(port)

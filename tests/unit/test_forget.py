@@ -33,7 +33,8 @@ def run(messages: list[Message], store: dict[bytes, bytes], forgotten: dict[byte
     async def infer(windows: Sequence[Window]) -> tuple:
         return predict_isolating(RepeatLast().predict, windows)
 
-    return asyncio.run(processor.process(messages, store.get, infer, forgotten.get)), processor
+    processor.forgotten = dict(forgotten)  # as an assignment gives them (streams/inference.py)
+    return asyncio.run(processor.process(messages, store.get, infer)), processor
 
 
 def window_of(*clicks: Any) -> bytes:
@@ -168,3 +169,45 @@ def test_pseudonymous_ids_replace_the_raw_id_where_it_enters() -> None:
     # the CLI's filters look users up by the pseudonym of their raw id
     keep = ForgottenFilter({pseudonym.encode(): Forgotten(1)}, ids)
     assert not keep.keeps("alice", 5) and keep.keeps("bob", 5)
+
+
+def test_the_engine_takes_the_forgotten_users_from_an_assignment_keeps_its_own_and_hands_them_over() -> None:
+    import threading
+
+    from streams.deriving import Reassignment
+    from streams.inference import _answer, _QueueEnd
+
+    class Predictor(RepeatLast):
+        def shapes_to_compile(self) -> list:
+            return []
+
+    def engine() -> tuple[_QueueEnd, BatchProcessor]:
+        ours, theirs = _QueueEnd.pair()
+        processor = BatchProcessor(click_codec=CLICK, prediction_codec=PREDICTION, window_length=3,
+                                   model_version="v1", clock=lambda: NOW_MS / 1000, forget_topic=FORGET)
+        threading.Thread(target=_answer, args=(theirs, Predictor(), processor, Deriving(CONFIG)), daemon=True).start()
+        return ours, processor
+
+    def batch_of(conn: _QueueEnd, messages: list[Message], reassignment: Reassignment | None = None) -> Any:
+        raw = [(m.key, m.value, m.topic, m.partition, m.offset, m.received_s) for m in messages]
+        conn.send(("batch", raw, {}, 1, reassignment))
+        return conn.recv()
+
+    first, _ = engine()
+    assigned = Reassignment(frozenset({0}), {}, {b"u": Forgotten(NOW_MS).pack()})
+    result = batch_of(first, [keyed(click("a", user="u"), 0), keyed(click("b", user="v"), 1)], assigned)
+    assert result.dropped_forgotten == 1 and len(result.predictions) == 1
+    result = batch_of(first, [request("v", 2)])  # forgotten by this engine: its next batches know it
+    result = batch_of(first, [keyed(click("c", user="v"), 3)])
+    assert result.dropped_forgotten == 1 and not result.predictions
+    # a new model's engine adopts them
+    first.send(("handover",))
+    state = first.recv()
+    second, processor = engine()
+    second.send(("adopt", state))
+    second.recv()
+    assert set(processor.forgotten) == {b"u", b"v"}
+    result = batch_of(second, [keyed(click("d", user="u"), 4), keyed(click("e", user="v"), 5)])
+    assert result.dropped_forgotten == 2
+    first.close()
+    second.close()
