@@ -118,8 +118,11 @@ def test_clicks_the_consumer_never_hands_over_are_read_from_the_log_and_predicte
     for partition, offset in re.findall(r"holey_app: skipped \S+\[(\d)\] offset (\d+)", log):
         skipped.setdefault(int(partition), []).append(int(offset))
     assert skipped, "the consumer skipped nothing: the test tested nothing"
-    # the consumer never handed them on later: their predictions came from the offsets read from the log
-    assert "holey_app: delivered again" not in log
+    # their predictions came from the offsets read from the log (below); a skipped click the consumer hands on
+    # later after all (its fetch sought back, e.g. by Faust's seek to the committed offsets once its table recovery
+    # ends, which now covers three tables) arrives handled already and is dropped on arrival, never predicted twice
+    if "holey_app: delivered again" in log:
+        assert "dropped on arrival" in log
     filled = re.findall(r"\[(\d)\]: offsets (\d+) to (\d+) never reached the agent \(the next one did\); (\d+) "
                         r"records read from the log", log)
     # (the worker's log throttle folds repeats of that WARNING into the first: at least one is there, and right)
