@@ -65,7 +65,7 @@ def _send(s: Settings, topic: str, clicks: Iterable[Click], due_s: Any, total: i
     """Send clicks, but those of forgotten users (core/privacy.py); with a checkpoint, record how many are
     delivered (a rerun resumes after them, or a little before when users were forgotten meanwhile)."""
     from core.kafka import ensure_topics, send_all
-    from core.privacy import ForgottenFilter, read_forgotten
+    from core.privacy import ForgottenFilter
 
     progress = {"delivered": 0, "saved_at": 0.0}
 
@@ -76,7 +76,7 @@ def _send(s: Settings, topic: str, clicks: Iterable[Click], due_s: Any, total: i
             progress["saved_at"] = time.monotonic()
 
     ensure_topics(s, [topic])
-    forgotten = ForgottenFilter(read_forgotten(s), s.user_ids())
+    forgotten = ForgottenFilter.read(s)
     if forgotten.forgotten:
         clicks = (c for c in clicks if forgotten.keeps(c.user_id, c.event_time_ms))
     try:

@@ -51,11 +51,11 @@ def clicks_from_topic(settings: Settings, topic: str, report: ReadReport, *, sta
     from tqdm import tqdm
 
     from core.kafka import consumer_at
-    from core.privacy import ForgottenFilter, read_forgotten
+    from core.privacy import ForgottenFilter
     from schemas.codec import RecordCodec
     from streams.batch import check_click
 
-    forgotten = ForgottenFilter(read_forgotten(settings), settings.user_ids())
+    forgotten = ForgottenFilter.read(settings)
     consumer = consumer_at(settings, topic, from_beginning=True, max_partition_fetch_bytes=4 << 20)
     try:
         assigned: list[TopicPartition] = sorted(consumer.assignment(), key=lambda tp: tp.partition)

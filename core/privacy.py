@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import time
 from typing import Any
 
 from core.errors import DecodeError
@@ -113,9 +112,10 @@ class Forgotten:
             raise DecodeError(f"not a forgotten-users record: {exc!r}") from None
 
     @staticmethod
-    def after(previous: Forgotten | None, request: ForgetRequest, now_ms: int | None = None) -> Forgotten | None:
-        """The record once ``request`` is applied (None: a readmission of a user who was never forgotten)."""
-        at = request.requested_at_ms or (int(time.time() * 1000) if now_ms is None else now_ms)
+    def after(previous: Forgotten | None, request: ForgetRequest, now_ms: int) -> Forgotten | None:
+        """The record once ``request`` is applied, at ``now_ms`` unless the request says when (None: a readmission
+        of a user who was never forgotten)."""
+        at = request.requested_at_ms or now_ms
         if not request.readmit:
             return Forgotten(at)
         if previous is None:
@@ -155,6 +155,11 @@ class ForgottenFilter:
         self.forgotten = forgotten
         self.user_ids = user_ids or UserIds(None)
         self.dropped = 0
+
+    @classmethod
+    def read(cls, settings: Any) -> ForgottenFilter:
+        """The filter of the forgotten-users topic as it is now, under these settings' user ids."""
+        return cls(read_forgotten(settings), settings.user_ids())
 
     def keeps(self, user_id: str, event_time_ms: int) -> bool:
         record = self.forgotten.get(self.user_ids.key_of(user_id).encode()) if self.forgotten else None

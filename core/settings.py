@@ -198,11 +198,15 @@ class Settings:
 
     def retention_configs(self) -> dict[str, str]:
         """Topic settings of the topics that age out (``retention_days``)."""
-        return {"retention.ms": str(int(self.retention_days * 86_400_000))} if self.retention_days else {}
+        return self._days_config("retention.ms")
 
     def changelog_configs(self) -> dict[str, str]:
         """Topic settings of the changelogs holding users' state: a deleted value is compacted away in time."""
-        return {"max.compaction.lag.ms": str(int(self.retention_days * 86_400_000))} if self.retention_days else {}
+        return self._days_config("max.compaction.lag.ms")
+
+    def _days_config(self, name: str) -> dict[str, str]:
+        """The topic setting ``name`` at ``retention_days`` in milliseconds (none at 0: the broker's default)."""
+        return {name: str(int(self.retention_days * 86_400_000))} if self.retention_days else {}
 
     def codec_options(self) -> dict[str, Any]:
         """How :class:`schemas.codec.RecordCodec` writes and reads messages under these settings."""

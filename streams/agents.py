@@ -1,13 +1,12 @@
 """The agent ``predict_next_intent``: glue between Faust and the inference engine (streams/inference.py).
 
-Per micro-batch: sort the messages on arrival (streams/ledger.py: holes read from the log, offsets handled
-already dropped), hand them to the engine with their users' stored windows, then
-store the forgotten-users records and the changed (or deleted) windows and send dead letters, rekeyed clicks,
-predictions, demand and audiences through the app's producer. One batch is in the engine while the agent reads
-the next; batches are delivered in order. The worker commits what it delivered itself, once the producer has
-flushed it, every second and before its partitions are revoked. A failure that no message can be blamed for
-stops the worker process uncommitted, so that a restart reads the batch again (at
-least once, never silently lost).
+Per micro-batch: sort the messages on arrival (streams/ledger.py: holes read from the log, offsets handled already
+dropped), hand them to the engine with their users' stored windows, then store the forgotten-users records and the
+changed (or deleted) windows and send dead letters, rekeyed clicks, predictions, demand and audiences through the
+app's producer. One batch is in the engine while the agent reads the next; batches are delivered in order. The
+worker commits what it delivered itself, once the producer has flushed it, every second and before its partitions
+are revoked. A failure that no message can be blamed for stops the worker process uncommitted, so that a restart
+reads the batch again (at least once, never silently lost).
 """
 from __future__ import annotations
 
